@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Build the local control plane's binaries from Go modules, once, into a cache outside the repo.
+#
+#   hack/build-control-plane.sh            build whatever is missing, print the bin directory
+#
+# Binaries land in $TORCHYARD_CACHE/bin/<component>-<version>/ (default ~/.cache/torchyard),
+# keyed by version, so a second run is a no-op and a version bump rebuilds only what changed.
+# See docs/development.md for why each component is built the way it is.
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-v1.35.4}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.13}"
+KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
+HELM_VERSION="${HELM_VERSION:-v3.21.4}"
+
+CACHE="${TORCHYARD_CACHE:-$HOME/.cache/torchyard}"
+SRC="$CACHE/src"
+BIN="$CACHE/bin"
+export CGO_ENABLED=0
+export GOFLAGS="${GOFLAGS:-} -trimpath"
+
+log() { printf '[build-control-plane] %s\n' "$*" >&2; }
+
+# A fresh module directory holding only a go.mod, so each component resolves its own dependencies.
+new_module() {
+  local dir="$1" name="$2"
+  rm -rf "$dir" && mkdir -p "$dir"
+  (cd "$dir" && go mod init "$name" >/dev/null 2>&1)
+}
+
+build_kubernetes() {
+  local out="$BIN/kubernetes-$K8S_VERSION"
+  if [[ -x "$out/kube-apiserver" && -x "$out/kube-controller-manager" && -x "$out/kube-scheduler" ]]; then
+    return
+  fi
+  log "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION (20-30 min cold)"
+  local mod="$SRC/kubernetes-$K8S_VERSION"
+  new_module "$mod" torchyard.local/build/kubernetes
+  cd "$mod"
+  # k8s.io/kubernetes replaces its staging modules with ./staging paths; point each at its
+  # published tag instead (v1.X.Y -> v0.X.Y). The list comes from the module's own go.mod.
+  local gomod staging_version="v0.${K8S_VERSION#v1.}"
+  gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  local replaces=()
+  while read -r path; do
+    replaces+=("-replace=$path=$path@$staging_version")
+  done < <(awk '$2 == "=>" && $3 ~ /^\.\/staging\// {print $1}' "$gomod")
+  go mod edit "${replaces[@]}" -godebug=default=go1.25
+  go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
+                "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
+                "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION"
+  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  local date; date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  local flags=""
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
+  done
+  mkdir -p "$out.tmp"
+  go build -ldflags "-s -w $flags" -o "$out.tmp/" \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+build_etcd() {
+  local out="$BIN/etcd-$ETCD_VERSION"
+  [[ -x "$out/etcd" ]] && return
+  log "building etcd $ETCD_VERSION"
+  local mod="$SRC/etcd-$ETCD_VERSION"
+  new_module "$mod" torchyard.local/build/etcd
+  cd "$mod"
+  go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  mkdir -p "$out.tmp"
+  go build -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+build_kwok() {
+  local out="$BIN/kwok-$KWOK_VERSION"
+  [[ -x "$out/kwok" ]] && return
+  log "building kwok $KWOK_VERSION"
+  GOBIN="$out.tmp" go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  # The stage definitions ship in the module; keep a copy beside the binary.
+  local moddir; moddir=$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION
+  cp -r "$moddir/kustomize" "$out.tmp/kustomize" && chmod -R u+w "$out.tmp/kustomize"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+build_helm() {
+  local out="$BIN/helm-$HELM_VERSION"
+  [[ -x "$out/helm" ]] && return
+  log "building helm $HELM_VERSION"
+  GOBIN="$out.tmp" go install \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+mkdir -p "$SRC" "$BIN"
+build_etcd
+build_kwok
+build_helm
+build_kubernetes
+echo "$BIN"

@@ -1,0 +1,1 @@
+"""Typed models of torchyard's custom resources, parsed and validated once, at the edge."""

@@ -1,0 +1,238 @@
+"""The TrainingJob resource as typed values, parsed once at the edge.
+
+The CRD's OpenAPI schema (crds/trainingjob.yaml) rejects most bad specs at admission; parsing here
+repeats the checks that matter so that an object which slipped past an older schema, or a
+`torchyard run` file that never met an API server, fails with the same field-naming message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from torchyard import contract
+from torchyard.api.errors import SpecError
+from torchyard.api.fields import Fields
+
+GROUP = "torchyard.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "TrainingJob"
+PLURAL = "trainingjobs"
+
+STRATEGIES = (contract.STRATEGY_ALLREDUCE, contract.STRATEGY_PARAMETER_SERVER)
+RESTART_POLICIES = ("OnFailure", "ExitCode", "Never")
+RESTART_SCOPES = ("Gang", "Pod")
+CLEAN_POD_POLICIES = ("Running", "All", "None")
+
+BUNDLED_MODELS = ("mlp", "cnn", "module")
+BUNDLED_DATASETS = ("digits", "synthetic-classification", "synthetic-regression", "file", "module")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+METRICS = ("accuracy", "loss", "mse", "mae")
+PS_MODES = ("Sync", "Async")
+PRUNING_METHODS = ("global-unstructured", "structured-channel")
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """One role's pods: how many, where they run, and what they run."""
+
+    replicas: int
+    gpus: int = 0
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    node_selector: Mapping[str, str] | None = None  # None: the operator's default applies
+    tolerations: tuple[Mapping[str, Any], ...] | None = None
+    affinity: Mapping[str, Any] | None = None
+    image: str | None = None
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: tuple[Mapping[str, Any], ...] = ()
+    volumes: tuple[Mapping[str, Any], ...] = ()
+    volume_mounts: tuple[Mapping[str, Any], ...] = ()
+    service_account_name: str | None = None
+    priority_class_name: str | None = None
+
+    @property
+    def processes(self) -> int:
+        return contract.processes_per_pod(self.gpus)
+
+    @property
+    def custom(self) -> bool:
+        """True when the user brings their own command instead of the bundled trainer."""
+        return bool(self.command)
+
+
+@dataclass(frozen=True)
+class RunPolicy:
+    backoff_limit: int = 3
+    active_deadline_seconds: int | None = None
+    ttl_seconds_after_finished: int | None = None
+    clean_pod_policy: str = "Running"
+    suspend: bool = False
+    restart_policy: str = "OnFailure"
+    restart_scope: str = "Gang"
+    startup_deadline_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where checkpoints and model artifacts live: a PVC shared by every pod, or an emptyDir."""
+
+    claim_name: str | None = None
+    checkpoint_dir: str = contract.DEFAULT_CHECKPOINT_DIR
+    model_dir: str = contract.DEFAULT_MODEL_DIR
+
+
+@dataclass(frozen=True)
+class TrainingJobSpec:
+    strategy: str
+    worker: RoleSpec
+    parameter_server: RoleSpec | None
+    run_policy: RunPolicy
+    storage: Storage
+    trainer: Mapping[str, Any]
+    image: str | None
+    model_name: str | None
+
+    def roles(self) -> list[tuple[str, RoleSpec]]:
+        """Roles in rank order: parameter servers first, then workers."""
+        out = []
+        if self.parameter_server is not None:
+            out.append((contract.ROLE_PARAMETER_SERVER, self.parameter_server))
+        out.append((contract.ROLE_WORKER, self.worker))
+        return out
+
+    @property
+    def world_size(self) -> int:
+        return sum(role.replicas * role.processes for _, role in self.roles())
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: TrainingJobSpec
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def owner_reference(self) -> dict:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def parse_training_job(obj: Mapping[str, Any]) -> TrainingJob:
+    """Parse a TrainingJob object (as the API server returns it) or raise ``SpecError``."""
+    meta = obj.get("metadata") or {}
+    root = Fields(obj.get("spec"), "spec")
+    strategy = root.enum("strategy", STRATEGIES, default=contract.STRATEGY_ALLREDUCE)
+    worker = _parse_role(root.child("worker", required=True), min_replicas=1)
+    ps_fields = root.child("parameterServer")
+    parameter_server = _parse_role(ps_fields, min_replicas=1) if ps_fields.present else None
+    if strategy == contract.STRATEGY_PARAMETER_SERVER and parameter_server is None:
+        raise SpecError("spec.parameterServer", "is required when spec.strategy is ParameterServer")
+    if strategy == contract.STRATEGY_ALLREDUCE and parameter_server is not None:
+        raise SpecError("spec.parameterServer", "must be omitted when spec.strategy is AllReduce")
+    image = root.string("image")
+    trainer = root.mapping("trainer")
+    uses_bundled = not worker.custom or (parameter_server is not None and not parameter_server.custom)
+    if uses_bundled:
+        _check_trainer(Fields(trainer, "spec.trainer"))
+    spec = TrainingJobSpec(
+        strategy=strategy,
+        worker=worker,
+        parameter_server=parameter_server,
+        run_policy=_parse_run_policy(root.child("runPolicy"), strategy),
+        storage=_parse_storage(root.child("storage")),
+        trainer=dict(trainer),
+        image=image,
+        model_name=root.string("modelName"),
+    )
+    return TrainingJob(
+        name=meta.get("name", ""),
+        namespace=meta.get("namespace", "default"),
+        uid=meta.get("uid", ""),
+        generation=int(meta.get("generation") or 0),
+        spec=spec,
+        labels=dict(meta.get("labels") or {}),
+    )
+
+
+def _parse_role(f: Fields, min_replicas: int) -> RoleSpec:
+    template = f.child("template")
+    command = tuple(template.string_list("command"))
+    image = template.string("image")
+    return RoleSpec(
+        replicas=f.integer("replicas", default=1, minimum=min_replicas),
+        gpus=f.integer("gpus", default=0, minimum=0),
+        resources=f.mapping("resources"),
+        node_selector=f.mapping("nodeSelector", default=None),
+        tolerations=f.list_of_mappings("tolerations", default=None),
+        affinity=f.mapping("affinity", default=None),
+        image=image,
+        command=command,
+        args=tuple(template.string_list("args")),
+        env=f.list_of_mappings("env", default=()) + template.list_of_mappings("env", default=()),
+        volumes=template.list_of_mappings("volumes", default=()),
+        volume_mounts=template.list_of_mappings("volumeMounts", default=()),
+        service_account_name=template.string("serviceAccountName"),
+        priority_class_name=template.string("priorityClassName"),
+    )
+
+
+def _parse_run_policy(f: Fields, strategy: str) -> RunPolicy:
+    return RunPolicy(
+        backoff_limit=f.integer("backoffLimit", default=3, minimum=0),
+        active_deadline_seconds=f.integer("activeDeadlineSeconds", default=None, minimum=1),
+        ttl_seconds_after_finished=f.integer("ttlSecondsAfterFinished", default=None, minimum=0),
+        clean_pod_policy=f.enum("cleanPodPolicy", CLEAN_POD_POLICIES, default="Running"),
+        suspend=f.boolean("suspend", default=False),
+        restart_policy=f.enum("restartPolicy", RESTART_POLICIES, default="OnFailure"),
+        restart_scope=f.enum("restartScope", RESTART_SCOPES, default="Gang"),
+        startup_deadline_seconds=f.integer("startupDeadlineSeconds", default=None, minimum=1),
+    )
+
+
+def _parse_storage(f: Fields) -> Storage:
+    return Storage(
+        claim_name=f.string("claimName"),
+        checkpoint_dir=f.string("checkpointDir") or contract.DEFAULT_CHECKPOINT_DIR,
+        model_dir=f.string("modelDir") or contract.DEFAULT_MODEL_DIR,
+    )
+
+
+def _check_trainer(f: Fields) -> None:
+    """Checks of the bundled trainer's settings that the schema cannot make."""
+    model = f.child("model")
+    model_name = model.enum("name", BUNDLED_MODELS, default="mlp")
+    if model_name == "module":
+        model.module_ref("module", required=True)
+    dataset = f.child("dataset")
+    dataset_name = dataset.enum("name", BUNDLED_DATASETS, default="digits")
+    if dataset_name == "file":
+        dataset.string("path", required=True)
+    if dataset_name == "module":
+        dataset.module_ref("module", required=True)
+    f.integer("epochs", default=1, minimum=1)
+    f.integer("batchSize", default=32, minimum=1)
+    f.integer("checkpointEverySteps", default=0, minimum=0)
+    f.enum("metric", METRICS, default="accuracy")
+    optimizer = f.child("optimizer")
+    optimizer.enum("name", OPTIMIZERS, default="sgd")
+    optimizer.number("learningRate", default=0.01, minimum=0.0, exclusive_minimum=True)
+    f.child("parameterServer").enum("mode", PS_MODES, default="Sync")
+    compression = f.child("compression")
+    pruning = compression.child("pruning")
+    if pruning.present:
+        pruning.enum("method", PRUNING_METHODS, default="global-unstructured")
+        pruning.number("sparsity", default=None, minimum=0.0, maximum=1.0)
+    distillation = compression.child("distillation")
+    if distillation.present:
+        distillation.number("temperature", default=2.0, minimum=0.0, exclusive_minimum=True)
+        distillation.number("alpha", default=0.5, minimum=0.0, maximum=1.0)
