@@ -178,7 +178,7 @@ def _parse_role(f: Fields, min_replicas: int) -> RoleSpec:
         image=image,
         command=command,
         args=tuple(template.string_list("args")),
-        env=f.list_of_mappings("env", default=()) + template.list_of_mappings("env", default=()),
+        env=template.list_of_mappings("env", default=()),
         volumes=template.list_of_mappings("volumes", default=()),
         volume_mounts=template.list_of_mappings("volumeMounts", default=()),
         service_account_name=template.string("serviceAccountName"),

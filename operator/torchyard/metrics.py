@@ -1,0 +1,49 @@
+"""Every Prometheus metric the operator exports, in one place.
+
+Labels stay low-cardinality: namespace and phase or reason, never a job or pod name (per-job
+figures live in the job's status and in the trainer's own metrics).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+JOBS = Gauge(
+    "torchyard_trainingjobs",
+    "TrainingJobs the operator currently sees, by namespace and phase.",
+    ["namespace", "phase"],
+    registry=REGISTRY,
+)
+PHASE_TRANSITIONS = Counter(
+    "torchyard_trainingjob_phase_transitions_total",
+    "Times a TrainingJob entered a phase.",
+    ["namespace", "phase"],
+    registry=REGISTRY,
+)
+RESTARTS = Counter(
+    "torchyard_trainingjob_restarts_total",
+    "Restarts of training pods, by whose fault: user (the program failed) or infrastructure.",
+    ["namespace", "cause"],
+    registry=REGISTRY,
+)
+TIME_TO_RUNNING = Histogram(
+    "torchyard_trainingjob_time_to_running_seconds",
+    "From a TrainingJob's creation to all of its pods running, for the first attempt.",
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+    registry=REGISTRY,
+)
+RECONCILE_SECONDS = Histogram(
+    "torchyard_reconcile_duration_seconds",
+    "Time spent in one reconcile of one object, by kind.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "torchyard_reconcile_errors_total",
+    "Reconciles that ended in an error, by kind and error class.",
+    ["kind", "error"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,1 @@
+"""Decisions: observed children and the job's spec -> actions and a computed status. No I/O."""
