@@ -129,8 +129,29 @@ def _count_parameters(model: nn.Module) -> tuple[int, int]:
     return total, nonzero
 
 
+def _check_export(model: nn.Module, scripted: torch.jit.ScriptModule, config: dict) -> None:
+    """The export must answer a zero input as the model does, in the shape config.json promises.
+
+    This is the same self-check a model server runs before it reports ready, done here so that a
+    broken artifact fails the training run instead of the deployment.
+    """
+    example = torch.zeros(1, *config["inputShape"])
+    with torch.no_grad():
+        expected = model(example)
+        if not isinstance(expected, torch.Tensor) or tuple(expected.shape) != (1, config["numOutputs"]):
+            got = list(expected.shape) if isinstance(expected, torch.Tensor) else type(expected).__name__
+            raise ValueError(f"model returns {got} for one input; config numOutputs promises [1, {config['numOutputs']}]")
+        try:
+            actual = scripted(example)
+        except Exception as exc:
+            raise ArtifactError(f"exported {MODEL_FILE} fails on a zero input: {exc}") from None
+    if not torch.allclose(actual, expected, rtol=1e-4, atol=1e-5):
+        raise ArtifactError(f"exported {MODEL_FILE} disagrees with the model on a zero input")
+
+
 def _write_files(model: nn.Module, staging: Path, config: dict) -> None:
     scripted = _export(model, config["inputShape"])
+    _check_export(model, scripted, config)
     with _quiet_jit():
         torch.jit.save(scripted, str(staging / MODEL_FILE))
     torch.save(model.state_dict(), staging / STATE_FILE)
