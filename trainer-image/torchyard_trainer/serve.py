@@ -24,7 +24,6 @@ from urllib.parse import unquote, urlsplit
 import torch
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from torchyard_trainer.artifact import ArtifactError
 from torchyard_trainer.serve_model import ModelService, RequestError
 
 log = logging.getLogger("torchyard_trainer.serve")
@@ -189,7 +188,7 @@ def _load(service: ModelService, server: ModelServer, wait: float, stop: threadi
     try:
         service.wait_for_artifact(wait, stop)
         service.load()
-    except ArtifactError as exc:
+    except Exception as exc:  # any failure to load means this replica must not serve
         if stop.is_set():
             return
         log.error("cannot serve %s version %s: %s", service.name, service.version, exc)
