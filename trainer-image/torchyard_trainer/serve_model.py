@@ -60,7 +60,7 @@ class ModelService:
         self.state = "stopping"
 
     def wait_for_artifact(self, timeout: float, stop: threading.Event) -> None:
-        """Block until the artifact's metadata.json exists (it is renamed into place last-safe)."""
+        """Block until metadata.json exists; an atomic write puts it in place with the other files."""
         deadline = time.monotonic() + timeout
         while not (self.model_dir / METADATA_FILE).is_file():
             if stop.is_set():
