@@ -383,3 +383,34 @@ PARSER_GAPS = [  # specs the schema's CEL rules reject but the parser accepts; s
 def test_parser_repeats_the_schema_rule(spec):
     with pytest.raises(SpecError):
         tj.parse_training_job(job(spec))
+
+
+def _status_sequence():
+    """Statuses the operator's reconcile computes along one job's life, each from the one before."""
+    from jobs import NOW, PARAMETER_SERVER, job, pod
+    from torchyard.reconcile.decide import Observed, decide, invalid_spec
+
+    report = {"step": 10, "totalSteps": 100, "epoch": 1.5, "loss": 0.4, "samplesPerSecond": 900.0,
+              "percent": 10.0, "etaSeconds": 30.0, "updateTime": "2026-01-01T12:00:00Z"}
+    result = '{"metrics": {"accuracy": 0.97}, "metric": "accuracy", "steps": 100, "artifact": {"path": "/m", "sha256": "ab"}}'
+    steps = [
+        (job(), ()),
+        (job(), (pod("worker", 0), pod("worker", 1))),
+        (job(), (pod("worker", 0), pod("worker", 1, "Unknown"))),
+        (job(), (pod("worker", 0), pod("worker", 1, "Failed", reason="Evicted"))),
+        (job(), (pod("worker", 0, attempt=1), pod("worker", 1, "Failed", attempt=1, exit_code=137, reason="OOMKilled"))),
+        (job(), (pod("worker", 0, "Succeeded", attempt=2, message=result), pod("worker", 1, "Succeeded", attempt=2))),
+        (job(PARAMETER_SERVER), (pod("ps", 0, job_name="ps"), pod("worker", 0, job_name="ps"))),
+    ]
+    status: dict = {}
+    for parsed, pods in steps:
+        previous = {} if parsed.name != steps[0][0].name else status
+        status = decide(parsed, previous, Observed(pods=pods, service_exists=True, now=NOW, progress=report)).status
+        yield status
+    yield invalid_spec({}, "spec.trainer.model.name", "must be one of mlp, cnn, module", NOW, 1)
+
+
+def test_every_status_the_operator_writes_fits_the_status_schema():
+    """A field the schema lacks is pruned by the API server: the operator would lose it and patch again."""
+    for status in _status_sequence():
+        assert validate(SCHEMA["properties"]["status"], copy.deepcopy(status), "status") == []
