@@ -8,10 +8,12 @@
 # See docs/development.md for why each component is built the way it is.
 set -euo pipefail
 
-K8S_VERSION="${K8S_VERSION:-v1.35.4}"
-ETCD_VERSION="${ETCD_VERSION:-v3.6.13}"
-KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
-HELM_VERSION="${HELM_VERSION:-v3.21.4}"
+# Pinned versions live in hack/versions.env; an environment variable of the same name wins.
+HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+while IFS='=' read -r key value; do
+  [[ -z "$key" || "$key" == \#* ]] && continue
+  [[ -n "${!key:-}" ]] || printf -v "$key" '%s' "$value"
+done < "$HACK_DIR/versions.env"
 
 CACHE="${TORCHYARD_CACHE:-$HOME/.cache/torchyard}"
 SRC="$CACHE/src"
@@ -92,15 +94,26 @@ build_helm() {
   local out="$BIN/helm-$HELM_VERSION"
   [[ -x "$out/helm" ]] && return
   log "building helm $HELM_VERSION"
-  GOBIN="$out.tmp" go install \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  # Like helm's own Makefile, stamp the Kubernetes version its client libraries speak: it is what
+  # `helm template` and `helm lint` assume for a chart's kubeVersion (otherwise v1.20).
+  local gomod kube_minor
+  gomod=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  kube_minor=$(awk '$1 == "k8s.io/client-go" {split($2, v, "."); print v[2]}' "$gomod")
+  local flags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  flags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    flags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$kube_minor"
+  done
+  GOBIN="$out.tmp" go install -ldflags "$flags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+command -v go >/dev/null || { log "go (>= 1.25) is required: the binaries are built from Go modules"; exit 1; }
 mkdir -p "$SRC" "$BIN"
+started=$(date +%s)
 build_etcd
 build_kwok
 build_helm
 build_kubernetes
+log "binaries ready in $BIN ($(( $(date +%s) - started ))s)"
 echo "$BIN"

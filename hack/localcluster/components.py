@@ -1,0 +1,125 @@
+"""Command lines of the control plane's components and the URLs that say they are ready.
+
+Everything binds to 127.0.0.1 on ports chosen at start. Admission webhooks are disabled and no
+aggregated API is registered, so the apiserver never dials a (fake) Service address.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Binaries
+
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.244.0.0/16"  # kwok hands out pod IPs from here; a /16 leaves room for benchmarks
+KWOK_MANAGED_LABEL = "torchyard.dev/kwok-managed"
+# kwok renews each node's Lease every quarter of this; the node lifecycle controller declares a
+# node whose Lease is older than NODE_GRACE "Unknown" (NotReady), so a node that kwok stops
+# managing goes NotReady in about NODE_GRACE rather than the default 50s.
+NODE_LEASE_SECONDS = 20
+NODE_GRACE = "20s"
+
+
+@dataclass(frozen=True)
+class Ports:
+    etcd: int
+    etcd_peer: int
+    apiserver: int
+    controller_manager: int
+    scheduler: int
+    kwok: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Files of one cluster inside its state directory."""
+
+    root: Path
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+
+def _tls(layout: Layout) -> list[str]:
+    return [f"--tls-cert-file={layout.pki / 'serving.crt'}",
+            f"--tls-private-key-file={layout.pki / 'serving.key'}"]
+
+
+def _as_client(layout: Layout) -> list[str]:
+    kubeconfig = layout.kubeconfig
+    return [f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}"]
+
+
+def etcd(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
+    client, peer = f"http://127.0.0.1:{ports.etcd}", f"http://127.0.0.1:{ports.etcd_peer}"
+    return [str(bins.etcd), "--name=torchyard-local", f"--data-dir={layout.root / 'etcd-data'}",
+            f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=torchyard-local={peer}", "--unsafe-no-fsync=true", "--log-level=warn"]
+
+
+def apiserver(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
+    pki = layout.pki
+    return [str(bins.kube_apiserver), f"--etcd-servers=http://127.0.0.1:{ports.etcd}",
+            "--bind-address=127.0.0.1", f"--secure-port={ports.apiserver}",
+            "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+            *_tls(layout), f"--client-ca-file={pki / 'ca.crt'}", f"--cert-dir={pki}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--authorization-mode=RBAC", f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--disable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
+            "--profiling=false"]
+
+
+def controller_manager(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
+    pki = layout.pki
+    return [str(bins.kube_controller_manager), *_as_client(layout), *_tls(layout),
+            "--bind-address=127.0.0.1", f"--secure-port={ports.controller_manager}",
+            "--leader-elect=false", "--controllers=*", "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}", f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--node-monitor-period=2s", f"--node-monitor-grace-period={NODE_GRACE}",
+            "--profiling=false"]
+
+
+def scheduler(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
+    return [str(bins.kube_scheduler), *_as_client(layout), *_tls(layout),
+            "--bind-address=127.0.0.1", f"--secure-port={ports.scheduler}", "--leader-elect=false",
+            "--profiling=false"]
+
+
+def kwok(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
+    # An explicit config file, so a ~/.kwok/kwok.yaml on the machine cannot change behaviour. It
+    # holds no KwokConfiguration: kwok defaults only a configuration it did not load from a file
+    # (one with `options: {}` starts with zero workers and manages nothing).
+    config = layout.root / "kwok.yaml"
+    config.write_text("# no KwokConfiguration here: kwok's built-in defaults apply\n")
+    return [str(bins.kwok), f"--kubeconfig={layout.kubeconfig}", f"--config={config}",
+            f"--manage-nodes-with-label-selector={KWOK_MANAGED_LABEL}=true",
+            "--node-ip=127.0.0.1", f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
+            f"--server-address=127.0.0.1:{ports.kwok}", "--enable-crds=Stage", f"--cidr={POD_CIDR}"]
+
+
+def health_urls(ports: Ports) -> dict[str, str]:
+    return {
+        "etcd": f"http://127.0.0.1:{ports.etcd}/readyz",
+        "kube-apiserver": f"https://127.0.0.1:{ports.apiserver}/readyz",
+        "kube-controller-manager": f"https://127.0.0.1:{ports.controller_manager}/healthz",
+        "kube-scheduler": f"https://127.0.0.1:{ports.scheduler}/healthz",
+        "kwok": f"http://127.0.0.1:{ports.kwok}/healthz",
+    }
