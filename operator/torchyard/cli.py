@@ -38,11 +38,18 @@ def main(argv: list[str] | None = None) -> int:
     render = commands.add_parser("render", help="print the pods and Service a TrainingJob file becomes")
     render.add_argument("file")
 
+    run = commands.add_parser("run", help="run a TrainingJob file as local processes, no cluster needed")
+    run.add_argument("file")
+    run.add_argument("--output", help="directory for checkpoints, the model and results (default torchyard-runs/<job>)")
+    run.add_argument("--timeout", type=float, help="give up after this many seconds")
+
     args = parser.parse_args(argv)
     if args.command == "operator":
         return run_operator(args)
     if args.command == "render":
         return render_file(args.file)
+    if args.command == "run":
+        return run_file(args.file, args.output, args.timeout)
     return 2
 
 
@@ -53,6 +60,9 @@ def run_operator(args: argparse.Namespace) -> int:
     import torchyard.handlers.trainingjob  # noqa: F401
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "DEBUG":
+        # kopf logs every handler's success at INFO; at scale that drowns what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     options = OperatorOptions(
         namespaces=args.namespaces,
         http_host=args.http_host,
@@ -71,20 +81,45 @@ def run_operator(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_file(path: str) -> int:
+def load_job_file(path: str):
+    """Parse a TrainingJob YAML file; print the field-naming error and return None if it is bad."""
     import yaml
 
     from torchyard.api.errors import SpecError
-    from torchyard.api.trainingjob import parse_training_job
-    from torchyard.builders.pods import build_pods, build_service
+    from torchyard.api.trainingjob import KIND, parse_training_job
 
     with open(path) as f:
         obj = yaml.safe_load(f)
+    if not isinstance(obj, dict) or obj.get("kind") != KIND:
+        print(f"{path}: not a {KIND} (kind: {obj.get('kind') if isinstance(obj, dict) else None})", file=sys.stderr)
+        return None
     obj.setdefault("metadata", {}).setdefault("uid", "00000000-0000-0000-0000-000000000000")
     try:
-        job = parse_training_job(obj)
+        return parse_training_job(obj)
     except SpecError as exc:
         print(f"{path}: {exc}", file=sys.stderr)
+        return None
+
+
+def run_file(path: str, output: str | None, timeout: float | None) -> int:
+    from pathlib import Path
+
+    from torchyard.local import run
+
+    job = load_job_file(path)
+    if job is None:
+        return 2
+    logging.basicConfig(level="WARNING")
+    return run(job, Path(output or Path("torchyard-runs") / job.name).resolve(), timeout)
+
+
+def render_file(path: str) -> int:
+    import yaml
+
+    from torchyard.builders.pods import build_pods, build_service
+
+    job = load_job_file(path)
+    if job is None:
         return 2
     docs = [build_service(job)] + build_pods(job, attempt=0, settings=Settings.from_environ())
     yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
