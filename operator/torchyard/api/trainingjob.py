@@ -168,6 +168,9 @@ def _parse_role(f: Fields, min_replicas: int) -> RoleSpec:
     template = f.child("template")
     command = tuple(template.string_list("command"))
     image = template.string("image")
+    if image and not command:
+        raise SpecError(f"{template.path}.command", "is required when template.image is set (the bundled "
+                        "trainer's command only exists in the bundled image; use spec.image to swap that image)")
     return RoleSpec(
         replicas=f.integer("replicas", default=1, minimum=min_replicas),
         gpus=f.integer("gpus", default=0, minimum=0),
@@ -219,8 +222,8 @@ def _check_trainer(f: Fields) -> None:
         dataset.string("path", required=True)
     if dataset_name == "module":
         dataset.module_ref("module", required=True)
-    f.integer("epochs", default=1, minimum=1)
-    f.integer("batchSize", default=32, minimum=1)
+    f.integer("epochs", default=None, minimum=1)
+    f.integer("batchSize", default=None, minimum=1)
     f.integer("checkpointEverySteps", default=0, minimum=0)
     f.enum("metric", METRICS, default="accuracy")
     optimizer = f.child("optimizer")
@@ -231,8 +234,17 @@ def _check_trainer(f: Fields) -> None:
     pruning = compression.child("pruning")
     if pruning.present:
         pruning.enum("method", PRUNING_METHODS, default="global-unstructured")
-        pruning.number("sparsity", default=None, minimum=0.0, maximum=1.0)
+        sparsity = pruning.number("sparsity", default=None, minimum=0.0, maximum=1.0)
+        threshold = pruning.number("threshold", default=None, minimum=0.0)
+        if (sparsity is None) == (threshold is None):
+            raise SpecError(pruning.path, "needs exactly one of sparsity or threshold")
+        if sparsity == 1.0:
+            raise SpecError(f"{pruning.path}.sparsity", "must be < 1 (pruning every weight leaves no model)")
     distillation = compression.child("distillation")
     if distillation.present:
         distillation.number("temperature", default=2.0, minimum=0.0, exclusive_minimum=True)
         distillation.number("alpha", default=0.5, minimum=0.0, maximum=1.0)
+        has_version = distillation.child("teacher").string("modelVersion") is not None
+        has_path = distillation.string("teacherPath") is not None
+        if has_version == has_path:
+            raise SpecError(distillation.path, "needs exactly one of teacher.modelVersion or teacherPath")
