@@ -1,0 +1,68 @@
+"""``python -m torchyard_trainer``: the command of every bundled-trainer container.
+
+Reads the pod's environment (docs/contract.md). A pod with ``LOCAL_WORLD_SIZE`` > 1 (one process
+per GPU) starts that many copies of itself, the k-th with rank ``RANK + k`` and GPU k, and exits
+with the first failing child's code; otherwise this process trains (or serves a shard) itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from torchyard.contract import ContractError, PodEnv, RESULT_PATH, DEFAULT_RESULT_PATH
+from torchyard_trainer.errors import EXIT_OK, EXIT_PEER_LOST, EXIT_USER_ERROR
+
+# Set by the per-GPU spawner for its children; a process that has it never spawns again.
+CHILD_ENV = "TORCHYARD_LOCAL_RANK"
+log = logging.getLogger("torchyard_trainer")
+
+
+def _configure_logging(label: str) -> None:
+    logging.basicConfig(
+        level=os.environ.get("TORCHYARD_LOG_LEVEL", "INFO"),
+        stream=sys.stdout,
+        format=f"%(asctime)s {label} %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _spawn_local(env: PodEnv) -> int:
+    """One child per local process; the first non-zero exit code wins."""
+    from torchyard_trainer import local
+
+    environs = [{CHILD_ENV: str(k), "LOCAL_RANK": str(k)} for k in range(env.local_world_size)]
+    names = [f"rank{env.rank + k}" for k in range(env.local_world_size)]
+    results = local.launch(environs, names=names, on_line=lambda name, line: print(line, flush=True))
+    failures = [r.returncode for r in results if r.returncode not in (0, None)]
+    return failures[0] if failures else EXIT_OK
+
+
+def main() -> int:
+    try:
+        env = PodEnv.from_environ()
+    except ContractError as exc:
+        _configure_logging("[trainer]")
+        log.error("%s", exc)
+        from torchyard_trainer.result import error_payload, write_result
+
+        write_result(os.environ.get(RESULT_PATH) or DEFAULT_RESULT_PATH, error_payload("env", str(exc)))
+        return EXIT_USER_ERROR
+    local_rank = int(os.environ.get(CHILD_ENV, "0"))
+    _configure_logging(f"[{env.role} rank {env.rank + local_rank}]")
+    if env.local_world_size > 1 and CHILD_ENV not in os.environ:
+        return _spawn_local(env)
+    from torchyard_trainer.runner import run_process
+
+    return run_process(env, local_rank)
+
+
+if __name__ == "__main__":
+    code = main()
+    if code == EXIT_PEER_LOST:
+        # Threads may still be blocked in a receive from the lost peer; a normal interpreter exit
+        # would wait on them or abort, so leave at once with the code the operator expects.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
+    sys.exit(code)

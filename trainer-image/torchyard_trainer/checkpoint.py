@@ -1,0 +1,136 @@
+"""Checkpoints in the shared checkpoint directory: written atomically, read back on restart.
+
+One process (the lead worker) writes ``ckpt-<step>.pt`` into a temporary file beside it and
+renames it into place, so a file with the final name is always complete; a crash mid-write leaves
+only a temporary file, which the next start ignores and removes. On start the lead loads the newest
+checkpoint that reads back and belongs to the same run settings (the fingerprint), and broadcasts it
+to every process, so a directory that only the lead's pod can see is enough.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from torchyard_trainer.config import TrainerConfig
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+KEEP = 3
+_NAME = re.compile(r"^ckpt-(\d{10})\.pt$")
+_REQUIRED = ("format", "fingerprint", "step", "epoch", "batch", "model", "rng")
+
+
+def fingerprint(config: TrainerConfig, strategy: str, workers: int, parameter_servers: int) -> str:
+    """What a checkpoint must match to be resumed: the settings that shape the run's numbers.
+
+    ``epochs`` is left out on purpose, so a finished job can be extended by raising it.
+    """
+    identity = {
+        "model": config.model.architecture(),
+        "dataset": config.dataset.__dict__,
+        "optimizer": config.optimizer.__dict__,
+        "batchSize": config.batch_size,
+        "seed": config.seed,
+        "strategy": strategy,
+        "parameterServer": config.parameter_server.__dict__ if parameter_servers else None,
+        "workers": workers,
+        "parameterServers": parameter_servers,
+        "distillation": config.compression.distillation.__dict__ if config.compression.distillation else None,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _path(directory: Path, step: int) -> Path:
+    return directory / f"ckpt-{step:010d}.pt"
+
+
+def save(directory: str, state: dict) -> Path:
+    """Write ``state`` as the checkpoint of ``state['step']``; keep the newest few, remove older."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = _path(folder, int(state["step"]))
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save({"format": FORMAT, **state}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    _sync_directory(folder)
+    _prune(folder)
+    log.info("checkpoint %s (epoch %d, batch %d)", target.name, state["epoch"], state["batch"])
+    return target
+
+
+def _sync_directory(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoint files, newest first."""
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if _NAME.match(p.name)), reverse=True)
+
+
+def _prune(folder: Path) -> None:
+    for old in _checkpoints(folder)[KEEP:]:
+        old.unlink(missing_ok=True)
+    for leftover in folder.glob(".ckpt-*.tmp"):
+        if leftover.stat().st_mtime < _checkpoints(folder)[0].stat().st_mtime:
+            leftover.unlink(missing_ok=True)
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        # Checkpoints hold python and numpy random state, which weights_only loading refuses; the
+        # directory is the job's own, written only by this trainer.
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        log.warning("checkpoint %s unreadable, skipped: %s", path.name, exc)
+        return None
+    if not isinstance(state, dict) or any(key not in state for key in _REQUIRED) or state["format"] != FORMAT:
+        log.warning("checkpoint %s is not a checkpoint of this trainer, skipped", path.name)
+        return None
+    return state
+
+
+def latest(directory: str, expected_fingerprint: str) -> dict | None:
+    """The newest complete checkpoint of this run in ``directory``, or None."""
+    for path in _checkpoints(Path(directory)):
+        state = _read(path)
+        if state is None:
+            continue
+        if state["fingerprint"] != expected_fingerprint:
+            log.warning("checkpoint %s belongs to different run settings, skipped", path.name)
+            continue
+        return state
+    return None
+
+
+def restore(directory: str, expected_fingerprint: str, is_lead: bool, lead_rank: int) -> dict | None:
+    """The checkpoint every process resumes from: read by the lead, broadcast to all (collective)."""
+    box: list[Any] = [latest(directory, expected_fingerprint) if is_lead else None]
+    dist.broadcast_object_list(box, src=lead_rank)
+    state = box[0]
+    if state is not None:
+        log.info("resuming from step %d (epoch %d, batch %d)", state["step"], state["epoch"], state["batch"])
+    return state
