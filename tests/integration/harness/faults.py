@@ -4,7 +4,8 @@ kwok plays the kubelet: it starts every scheduled pod (Running and Ready) and ke
 Lease fresh; nothing else ever changes a running pod. These helpers play the kubelet's part for
 the events a test wants: a container exits, a readiness probe flips, a node reports NotReady or
 disappears, a pod is evicted. Status changes go through the status subresource, as the admin, and
-each helper returns only once the API server shows the change.
+each helper returns only once the API server shows the change. Every helper takes the `cluster`
+fixture (or a CoreV1Api) first.
 """
 from __future__ import annotations
 
@@ -22,11 +23,16 @@ NOT_READY_LABEL = "node-not-ready.stage.kwok.x-k8s.io"
 NOT_READY_ANNOTATION = "node-not-ready.stage.kwok.x-k8s.io/"
 
 
+def _core(api) -> client.CoreV1Api:
+    """Helpers take the `cluster` fixture's handle or a CoreV1Api."""
+    return getattr(api, "core", api)
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _read_pod(core: client.CoreV1Api, namespace: str, name: str):
+def _read_pod(core, namespace: str, name: str):
     return core.read_namespaced_pod(name, namespace)
 
 
@@ -36,17 +42,18 @@ def _statuses(pod) -> list[dict]:
     return [api.sanitize_for_serialization(s) for s in pod.status.container_statuses or []]
 
 
-def _patch_status(core: client.CoreV1Api, namespace: str, name: str, status: dict) -> None:
+def _patch_status(core, namespace: str, name: str, status: dict) -> None:
     core.patch_namespaced_pod_status(name, namespace, {"status": status})
 
 
-def wait_running(core: client.CoreV1Api, namespace: str, name: str, timeout: float = 30):
+def wait_running(core, namespace: str, name: str, timeout: float = 30):
     """The pod as soon as it runs on a node (kwok starts scheduled pods at once)."""
+    core = _core(core)
     return wait_for(lambda: (p := read_or_none(lambda: _read_pod(core, namespace, name)))
                     and p.status.phase == "Running" and p, f"pod {namespace}/{name} Running", timeout)
 
 
-def terminate_container(core: client.CoreV1Api, namespace: str, name: str, exit_code: int, *,
+def terminate_container(core, namespace: str, name: str, exit_code: int, *,
                         message: str | None = None, reason: str | None = None,
                         container: str | None = None, timeout: float = 30):
     """A running container exits with `exit_code` and is not restarted (restartPolicy Never).
@@ -55,6 +62,7 @@ def terminate_container(core: client.CoreV1Api, namespace: str, name: str, exit_
     `reason` defaults to Completed / Error like the kubelet's (pass "OOMKilled" for an OOM kill).
     When every container has terminated the phase becomes Succeeded (all exit 0) or Failed.
     """
+    core = _core(core)
     pod = wait_running(core, namespace, name, timeout)
     statuses = _statuses(pod)
     target = container or statuses[0]["name"]
@@ -83,13 +91,14 @@ def terminate_container(core: client.CoreV1Api, namespace: str, name: str, exit_
     return wait_for(landed, f"{namespace}/{name}:{target} terminated with {exit_code}", timeout)
 
 
-def crash_container(core: client.CoreV1Api, namespace: str, name: str, exit_code: int = 1, *,
+def crash_container(core, namespace: str, name: str, exit_code: int = 1, *,
                     message: str | None = None, container: str | None = None, timeout: float = 30):
     """A container crashes and the kubelet restarts it (restartPolicy Always or OnFailure).
 
     The exit lands in lastState.terminated, restartCount goes up by one, and the container waits
     in CrashLoopBackOff, not ready; the pod stays Running. Call it repeatedly for a crash loop.
     """
+    core = _core(core)
     pod = wait_running(core, namespace, name, timeout)
     statuses = _statuses(pod)
     target = container or statuses[0]["name"]
@@ -115,8 +124,9 @@ def _conditions(ready: bool, reason: str) -> list[dict]:
             for t in ("Ready", "ContainersReady")]
 
 
-def set_pod_ready(core: client.CoreV1Api, namespace: str, name: str, ready: bool, timeout: float = 30):
+def set_pod_ready(core, namespace: str, name: str, ready: bool, timeout: float = 30):
     """Readiness flips, as when a readiness probe starts failing (or passes again)."""
+    core = _core(core)
     pod = wait_running(core, namespace, name, timeout)
     statuses = _statuses(pod)
     for status in statuses:
@@ -133,9 +143,10 @@ def _condition(obj, kind: str) -> str | None:
     return next((c.status for c in obj.status.conditions or [] if c.type == kind), None)
 
 
-def evict(core: client.CoreV1Api, namespace: str, name: str, timeout: float = 30) -> None:
+def evict(core, namespace: str, name: str, timeout: float = 30) -> None:
     """Evict the pod through the Eviction API (what `kubectl drain` and preemption do); returns
     once it is gone. A PodDisruptionBudget that forbids it makes the API answer 429."""
+    core = _core(core)
     uid = _read_pod(core, namespace, name).metadata.uid
     body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=namespace))
     core.create_namespaced_pod_eviction(name, namespace, body)
@@ -143,10 +154,11 @@ def evict(core: client.CoreV1Api, namespace: str, name: str, timeout: float = 30
              or p.metadata.uid != uid, f"pod {namespace}/{name} evicted and gone", timeout)
 
 
-def node_not_ready(core: client.CoreV1Api, node: str, *, reason: str = "KubeletNotReady",
+def node_not_ready(core, node: str, *, reason: str = "KubeletNotReady",
                    message: str = "container runtime is down", timeout: float = 30):
     """The node's kubelet reports Ready=False (it still heartbeats); the node lifecycle
     controller then taints it not-ready and marks its pods not ready."""
+    core = _core(core)
     core.patch_node(node, {"metadata": {
         "labels": {NOT_READY_LABEL: "true"},
         "annotations": {NOT_READY_ANNOTATION + "reason": reason, NOT_READY_ANNOTATION + "message": message}}})
@@ -154,18 +166,20 @@ def node_not_ready(core: client.CoreV1Api, node: str, *, reason: str = "KubeletN
                     f"node {node} Ready=False", timeout)
 
 
-def node_lost(core: client.CoreV1Api, node: str, timeout: float = 90):
+def node_lost(core, node: str, timeout: float = 90):
     """The node's kubelet dies: heartbeats stop, and after the grace period (about 20s here) the
     node lifecycle controller sets Ready=Unknown and taints it unreachable. Pods on it stay as
     they were, and a deleted pod stays Terminating, since no kubelet confirms anything."""
+    core = _core(core)
     core.patch_node(node, {"metadata": {"labels": {MANAGED_LABEL: None}}})
     return wait_for(lambda: _condition(n := core.read_node(node), "Ready") == "Unknown" and n,
                     f"node {node} Ready=Unknown", timeout)
 
 
-def node_ready(core: client.CoreV1Api, node: str, timeout: float = 60):
+def node_ready(core, node: str, timeout: float = 60):
     """Undo node_not_ready / node_lost: the kubelet is back, the node Ready and untainted, and
     its running pods ready again (as a kubelet's probes would report)."""
+    core = _core(core)
     core.patch_node(node, {"metadata": {"labels": {NOT_READY_LABEL: None, MANAGED_LABEL: "true"}}})
 
     def healthy():

@@ -1,0 +1,56 @@
+# Everyday tasks. docs/development.md explains the tiers and the local control plane.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+# The local control plane; its state lives outside the repository ($TORCHYARD_CLUSTER_DIR).
+CLUSTER := $(PY) hack/local-cluster.py
+
+.PHONY: venv test test-unit test-trainer test-integration cluster-up cluster-down bench
+
+# Create the virtualenv on first use only; `make venv` reinstalls on demand.
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -e '.[trainer,test]'
+
+venv:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -e '.[trainer,test]'
+
+# Every tier, even when an earlier one fails; non-zero if any failed.
+test: $(PY)
+	@status=0; \
+	$(MAKE) test-unit || status=1; \
+	$(MAKE) test-trainer || status=1; \
+	$(MAKE) test-integration || status=1; \
+	exit $$status
+
+test-unit: $(PY)
+	$(PYTEST) tests/unit
+
+test-trainer: $(PY)
+	$(PYTEST) tests/trainer
+
+# Runs against the local control plane (started if needed), never against $KUBECONFIG from the
+# shell: run pytest directly to test another cluster.
+test-integration: cluster-up
+	KUBECONFIG="$$($(CLUSTER) kubeconfig)" $(PYTEST) tests/integration
+
+# Builds the control plane's binaries the first time (cached in ~/.cache/torchyard), then starts
+# it in seconds; a no-op when it already runs.
+cluster-up: $(PY)
+	$(CLUSTER) up
+
+cluster-down: $(PY)
+	$(CLUSTER) down
+
+bench: $(PY)
+	@if [ -f benchmarks/run_all.py ]; then \
+		$(PY) benchmarks/run_all.py; \
+	else \
+		for script in benchmarks/*.py; do \
+			[ -e "$$script" ] || continue; \
+			echo "== $$script"; $(PY) "$$script" || exit 1; \
+		done; \
+	fi
