@@ -17,6 +17,8 @@ from kubernetes.client.exceptions import ApiException
 
 from torchyard import labels
 from torchyard.api import trainingjob as tj
+from torchyard.api import modeldeployment as md_api
+from torchyard.api import modelversion as mv_api
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +163,127 @@ class translated:
 
 def _reason(exc: ApiException) -> str:
     return f"HTTP {exc.status} {exc.reason}"
+
+
+# --- serving: ModelVersions, ModelDeployments, version Deployments, the stable Service -------------
+# Added for the serving reconciler (operator/torchyard/serving.py), the model registry
+# (operator/torchyard/registry.py) and `torchyard rollback`.
+
+
+def current_namespace() -> str:
+    """The namespace of the kubeconfig's current context (`default` when it names none)."""
+    try:
+        _, context = config.list_kube_config_contexts()
+    except (config.ConfigException, OSError):
+        return "default"
+    return (context or {}).get("context", {}).get("namespace") or "default"
+
+
+class ServingKube(Kube):
+    """The API calls of the serving side, on the same client and with the same error mapping."""
+
+    def __init__(self, api_client: client.ApiClient | None = None):
+        super().__init__(api_client)
+        self.apps = client.AppsV1Api(self.api)
+
+    # ModelVersions
+
+    def get_model_version(self, namespace: str, name: str) -> dict | None:
+        with translated(f"get ModelVersion {namespace}/{name}"):
+            return _or_none(lambda: self.custom.get_namespaced_custom_object(
+                mv_api.GROUP, mv_api.VERSION, namespace, mv_api.PLURAL, name))
+
+    def list_model_versions(self, namespace: str, label_selector: str) -> list[dict]:
+        with translated(f"list ModelVersions in {namespace}"):
+            out = self.custom.list_namespaced_custom_object(
+                mv_api.GROUP, mv_api.VERSION, namespace, mv_api.PLURAL, label_selector=label_selector)
+        return out.get("items", [])
+
+    def create_model_version(self, manifest: dict) -> bool:
+        """Create it; False when the name is taken (another registration won the version number)."""
+        meta = manifest["metadata"]
+        with translated(f"create ModelVersion {meta['namespace']}/{meta['name']}"):
+            try:
+                self.custom.create_namespaced_custom_object(
+                    mv_api.GROUP, mv_api.VERSION, meta["namespace"], mv_api.PLURAL, manifest)
+            except ApiException as exc:
+                if exc.status == 409:
+                    return False
+                raise
+        return True
+
+    def patch_model_version_status(self, namespace: str, name: str, status: dict) -> None:
+        with translated(f"patch status of ModelVersion {namespace}/{name}"), ignoring(404):
+            self.custom.patch_namespaced_custom_object_status(
+                mv_api.GROUP, mv_api.VERSION, namespace, mv_api.PLURAL, name, {"status": status})
+
+    # ModelDeployments
+
+    def get_model_deployment(self, namespace: str, name: str) -> dict | None:
+        with translated(f"get ModelDeployment {namespace}/{name}"):
+            return _or_none(lambda: self.custom.get_namespaced_custom_object(
+                md_api.GROUP, md_api.VERSION, namespace, md_api.PLURAL, name))
+
+    def list_model_deployments(self, namespace: str | None) -> list[dict]:
+        with translated("list ModelDeployments"):
+            if namespace:
+                out = self.custom.list_namespaced_custom_object(md_api.GROUP, md_api.VERSION, namespace, md_api.PLURAL)
+            else:
+                out = self.custom.list_cluster_custom_object(md_api.GROUP, md_api.VERSION, md_api.PLURAL)
+        return out.get("items", [])
+
+    def patch_model_deployment(self, namespace: str, name: str, patch: dict) -> dict:
+        with translated(f"patch ModelDeployment {namespace}/{name}"):
+            return self.custom.patch_namespaced_custom_object(
+                md_api.GROUP, md_api.VERSION, namespace, md_api.PLURAL, name, patch)
+
+    def patch_model_deployment_status(self, namespace: str, name: str, status: dict) -> None:
+        with translated(f"patch status of ModelDeployment {namespace}/{name}"), ignoring(404):
+            self.custom.patch_namespaced_custom_object_status(
+                md_api.GROUP, md_api.VERSION, namespace, md_api.PLURAL, name, {"status": status})
+
+    # version Deployments and their pods
+
+    def list_deployments(self, namespace: str, label_selector: str) -> list[dict]:
+        with translated(f"list Deployments in {namespace}"):
+            items = self.apps.list_namespaced_deployment(namespace, label_selector=label_selector).items
+        return [self.api.sanitize_for_serialization(d) for d in items]
+
+    def create_deployment(self, manifest: dict) -> None:
+        meta = manifest["metadata"]
+        with translated(f"create Deployment {meta['namespace']}/{meta['name']}"), ignoring(409):
+            self.apps.create_namespaced_deployment(meta["namespace"], manifest)
+
+    def patch_deployment(self, namespace: str, name: str, patch: dict) -> None:
+        with translated(f"patch Deployment {namespace}/{name}"), ignoring(404):
+            self.apps.patch_namespaced_deployment(name, namespace, patch)
+
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        with translated(f"delete Deployment {namespace}/{name}"), ignoring(404):
+            self.apps.delete_namespaced_deployment(name, namespace, propagation_policy="Background")
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[dict]:
+        with translated(f"list pods in {namespace}"):
+            pods = self.core.list_namespaced_pod(namespace, label_selector=label_selector)
+        return [self.api.sanitize_for_serialization(p) for p in pods.items]
+
+    # the stable Service
+
+    def get_service(self, namespace: str, name: str) -> dict | None:
+        with translated(f"get service {namespace}/{name}"):
+            found = _or_none(lambda: self.core.read_namespaced_service(name, namespace))
+        return self.api.sanitize_for_serialization(found) if found is not None else None
+
+    def patch_service(self, namespace: str, name: str, patch: dict) -> None:
+        with translated(f"patch service {namespace}/{name}"):
+            self.core.patch_namespaced_service(name, namespace, patch)
+
+
+def _or_none(read):
+    """The object, or None when the API answers 404."""
+    try:
+        return read()
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
