@@ -47,3 +47,35 @@ RECONCILE_ERRORS = Counter(
     ["kind", "error"],
     registry=REGISTRY,
 )
+
+# --- serving (operator/torchyard/serving.py) --------------------------------------------------------
+# Labelled by model: a cluster serves a handful of models, and these figures are per model by nature.
+
+MODEL_SWITCHES = Counter(
+    "torchyard_model_switches_total",
+    "Times a model's Service selector moved to another version, by model and reason "
+    "(promotion, manual, failover, failback).",
+    ["model", "reason"],
+    registry=REGISTRY,
+)
+MODEL_GATE_REJECTIONS = Counter(
+    "torchyard_model_gate_rejections_total",
+    "Candidate versions of a model that the promotion gate rejected (worse metric, crash loop, "
+    "failed golden request).",
+    ["model"],
+    registry=REGISTRY,
+)
+MODEL_ACTIVE_VERSION = Gauge(
+    "torchyard_model_active_version",
+    "The version of a model that its Service selects now.",
+    ["model"],
+    registry=REGISTRY,
+)
+MODEL_SWITCH_SECONDS = Histogram(
+    "torchyard_model_switch_latency_seconds",
+    "From a switch's trigger (a request seen, the active version unhealthy, a candidate ready) to "
+    "the Service selector patched, by reason.",
+    ["reason"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
