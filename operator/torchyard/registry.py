@@ -1,0 +1,93 @@
+"""The model registry: ModelVersions from succeeded TrainingJobs, and teachers resolved for new ones.
+
+Registration is idempotent. Every ModelVersion carries the uid of the job that produced it, so a
+reconcile that runs again (after a crash, or a lost status write) finds the version it already
+registered instead of making a second one. Version numbers are per model and monotonic: one more
+than the highest that exists, and the next one again when another job took that number first
+(the name `<model>-v<version>` is what makes the race safe: only one create of a name succeeds).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import kopf
+
+from torchyard.api import modelversion as mv_api
+from torchyard.api.errors import SpecError
+from torchyard.api.modelversion import parse_model_version
+from torchyard.api.trainingjob import TrainingJob
+from torchyard.builders import names
+from torchyard.builders.serving import DISTILLATION_FIELD, build_model_version, teacher_of, with_teacher_path
+from torchyard.kube.client import Kube, ServingKube
+
+log = logging.getLogger(__name__)
+# Registrations that lose the race for a version number this many times in a row give up for now;
+# the next reconcile of the job tries again.
+MAX_ATTEMPTS = 10
+
+
+class ModelRegistry:
+    def __init__(self, kube: Kube):
+        self.kube = kube if isinstance(kube, ServingKube) else ServingKube(kube.api)
+
+    def trainer_config(self, job: TrainingJob) -> dict[str, Any]:
+        """spec.trainer as the trainer should see it: a teacher ModelVersion becomes its artifact path.
+
+        Raises ``SpecError`` naming the field when the teacher does not exist or its artifact is
+        not on the job's storage claim (the pods could not read it).
+        """
+        teacher, _ = teacher_of(job.spec.trainer)
+        if not teacher:
+            return dict(job.spec.trainer)
+        obj = self.kube.get_model_version(job.namespace, teacher)
+        if obj is None:
+            raise SpecError(DISTILLATION_FIELD, f"names ModelVersion {teacher!r}, which does not exist in namespace {job.namespace}")
+        artifact = parse_model_version(obj).artifact
+        claim = job.spec.storage.claim_name
+        if artifact.claim_name and artifact.claim_name != claim:
+            raise SpecError(DISTILLATION_FIELD, f"names ModelVersion {teacher!r}, whose artifact is on claim "
+                                                f"{artifact.claim_name!r}; spec.storage.claimName is {claim!r}")
+        return with_teacher_path(job.spec.trainer, artifact.path)
+
+    def register(self, job: TrainingJob, result: Mapping[str, Any]) -> str:
+        """The name of the job's ModelVersion, created now unless it exists already."""
+        existing = self.kube.list_model_versions(job.namespace, f"{mv_api.TRAINING_JOB_UID_LABEL}={job.uid}")
+        if existing:
+            return existing[0]["metadata"]["name"]
+        model = names.model_name(job)
+        version = self._highest(job.namespace, model) + 1
+        for _ in range(MAX_ATTEMPTS):
+            manifest = build_model_version(job, result, version)
+            if self.kube.create_model_version(manifest):
+                name = manifest["metadata"]["name"]
+                self.kube.patch_model_version_status(job.namespace, name, {
+                    "phase": mv_api.REGISTERED, "reason": "Registered",
+                    "message": f"registered from TrainingJob {job.name}"})
+                log.info("registered %s/%s from TrainingJob %s", job.namespace, name, job.name)
+                return name
+            version = max(version, self._highest(job.namespace, model)) + 1
+        raise RegistryBusy(f"could not find a free version number for model {model} after {MAX_ATTEMPTS} attempts")
+
+    def _highest(self, namespace: str, model: str) -> int:
+        # By spec, not label: a ModelVersion made by hand may carry no labels.
+        specs = [i.get("spec") or {} for i in self.kube.list_model_versions(namespace, "")]
+        return max((int(s.get("version") or 0) for s in specs if s.get("modelName") == model), default=0)
+
+    def record(self, obj: dict, job: TrainingJob, status: dict) -> None:
+        """After a job succeeded: register its model once and name the version in status.result."""
+        result = status.get("result") or {}
+        if status.get("phase") != "Succeeded" or result.get("modelVersion"):
+            return
+        if not (result.get("artifact") or {}).get("path"):
+            return  # a custom script that reported no artifact: nothing to register
+        name = self.register(job, result)
+        result = {**result, "modelVersion": name}
+        status["result"] = result
+        self.kube.patch_job_status(job.namespace, job.name, {"result": result})
+        self.kube.emit_event(obj, "Normal", "ModelRegistered", f"registered the trained model as ModelVersion {name}")
+
+
+class RegistryBusy(kopf.TemporaryError):
+    """Every version number tried was taken by a concurrent registration; the next reconcile retries."""

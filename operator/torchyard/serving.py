@@ -1,0 +1,271 @@
+"""Reconcile one ModelDeployment: observe, decide, act, record.
+
+The serving counterpart of jobs.py, and the only place that joins the pure pieces (parsing, the
+builders of reconcile-free manifests, ``decide_serving``) to the API layer. Every trigger (the
+ModelDeployment, its ModelVersions, Deployments, pods and Service changing, a timer, the resync)
+calls :meth:`ServingReconciler.reconcile`; it reads everything afresh under a per-object lock.
+
+Acting puts the traffic switch first: it is the one time-critical write, and the decision has
+already checked that its target is ready. Retiring the version that lost traffic comes after it,
+and the status (with the switch in its history) last.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import kopf
+
+from torchyard import metrics
+from torchyard.api import modeldeployment as md_api
+from torchyard.api.errors import SpecError
+from torchyard.api.modeldeployment import ModelDeployment, parse_model_deployment
+from torchyard.api.modelversion import VERSION_LABEL, ModelVersion, parse_model_version, version_name
+from torchyard.builders.serving import (build_deployment, build_service, deployment_selector, deployment_update,
+                                        selected_version, selector_patch)
+from torchyard.golden import GoldenCheck
+from torchyard.kube.client import Kube, ServingKube
+from torchyard.reconcile import conditions as cond
+from torchyard.reconcile.health import view_version_health
+from torchyard.reconcile.serving import ServingObserved, ServingPlan, decide_serving
+from torchyard.reconcile.serving_status import precise
+from torchyard.settings import Settings
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str]
+
+
+class ServingReconciler:
+    def __init__(self, kube: Kube, settings: Settings, golden: GoldenCheck | None = None):
+        self.kube = kube if isinstance(kube, ServingKube) else ServingKube(kube.api)
+        self.settings = settings
+        self.golden = golden or GoldenCheck()
+        self._locks: dict[Key, threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+        self._queued: set[Key] = set()
+        self._timers: dict[Key, tuple[float, threading.Timer]] = {}
+        self._models: dict[Key, str] = {}
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        """Reconcile now; a call that finds another one queued (not yet reading) leaves it to that one."""
+        key = (namespace, name)
+        with self._guard:
+            if key in self._queued:
+                return
+            self._queued.add(key)
+        with self._locks[key]:
+            with self._guard:
+                self._queued.discard(key)
+            started = time.monotonic()
+            try:
+                self._reconcile(namespace, name)
+            except Exception as exc:
+                metrics.RECONCILE_ERRORS.labels(md_api.KIND, type(exc).__name__).inc()
+                raise
+            finally:
+                metrics.RECONCILE_SECONDS.labels(md_api.KIND).observe(time.monotonic() - started)
+
+    def reconcile_model(self, namespace: str, model: str) -> None:
+        """Every ModelDeployment serving `model` (a ModelVersion of it appeared or changed)."""
+        for obj in self.kube.list_model_deployments(namespace):
+            if (obj.get("spec") or {}).get("modelName") == model:
+                self.reconcile(namespace, obj["metadata"]["name"])
+
+    def forget(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        with self._guard:
+            timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer[1].cancel()
+        model = self._models.pop(key, None)
+        if model is not None and model not in self._models.values():
+            metrics.MODEL_ACTIVE_VERSION.remove(model)
+
+    def stop(self) -> None:
+        with self._guard:
+            timers, self._timers = list(self._timers.values()), {}
+        for _, timer in timers:
+            timer.cancel()
+
+    # --- one reconcile ------------------------------------------------------------------------------
+
+    def _reconcile(self, namespace: str, name: str) -> None:
+        obj = self.kube.get_model_deployment(namespace, name)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            self.forget(namespace, name)  # owner references take the Deployments and Service with it
+            return
+        previous = obj.get("status") or {}
+        now = datetime.now(timezone.utc)
+        try:
+            md = parse_model_deployment(obj)
+        except SpecError as exc:
+            return self._reject(obj, previous, exc, now)
+        self._models[(namespace, name)] = md.spec.model_name
+        versions, deployments, pods, service = self._read(md)
+        observed = ServingObserved(
+            versions=versions,
+            deployments={v: view_version_health(d, pods, md.spec.failover.crash_loop_restarts) for v, d in deployments.items()},
+            selected=selected_version(service),
+            now=now,
+        )
+        plan = self._decide(md, previous, observed, pods)
+        self._act(md, plan, versions, deployments, service)
+        self._record(obj, md, previous, plan)
+        if plan.recheck_after is not None:
+            self._schedule(namespace, name, plan.recheck_after)
+
+    def _read(self, md: ModelDeployment) -> tuple[dict[int, ModelVersion], dict[int, dict], list[dict], dict | None]:
+        versions: dict[int, ModelVersion] = {}
+        for item in self.kube.list_model_versions(md.namespace, ""):
+            if (item.get("spec") or {}).get("modelName") != md.spec.model_name:
+                continue
+            try:
+                parsed = parse_model_version(item)
+            except SpecError as exc:
+                log.warning("ignoring ModelVersion %s/%s: %s", md.namespace, item["metadata"]["name"], exc)
+                continue
+            versions[parsed.version] = parsed
+        deployments = {}
+        for item in self.kube.list_deployments(md.namespace, deployment_selector(md)):
+            label = ((item.get("metadata") or {}).get("labels") or {}).get(VERSION_LABEL, "")
+            if label.isdigit():
+                deployments[int(label)] = item
+        pods = self.kube.list_pods(md.namespace, deployment_selector(md))
+        return versions, deployments, pods, self.kube.get_service(md.namespace, md.spec.model_name)
+
+    def _decide(self, md: ModelDeployment, previous: Mapping[str, Any], observed: ServingObserved,
+                pods: list[dict]) -> ServingPlan:
+        """Decide; when the decision asks for golden requests, send them and decide again."""
+        plan = decide_serving(md, previous, observed)
+        for _ in range(len(observed.versions) + 1):
+            if not plan.verify:
+                break
+            verified = dict(observed.verified)
+            for version in plan.verify:
+                answer = self.golden(md, version, _ready_pod(pods, version))
+                verified[version] = answer is not False  # no answer: readiness alone vouches
+            observed = replace(observed, verified=verified)
+            plan = decide_serving(md, previous, observed)
+        return plan
+
+    def _act(self, md: ModelDeployment, plan: ServingPlan, versions: Mapping[int, ModelVersion],
+             deployments: Mapping[int, dict], service: dict | None) -> None:
+        if plan.switch is not None:
+            self._switch(md, plan, service is not None)
+        for version, replicas in sorted(plan.replicas.items()):
+            self._ensure_deployment(md, version, replicas, versions.get(version), deployments.get(version))
+        for version in plan.delete:
+            self.kube.delete_deployment(md.namespace, version_name(md.spec.model_name, version))
+        for version, status in plan.version_status.items():
+            self.kube.patch_model_version_status(md.namespace, versions[version].name, status)
+
+    def _switch(self, md: ModelDeployment, plan: ServingPlan, service_exists: bool) -> None:
+        switch = plan.switch
+        if service_exists:
+            self.kube.patch_service(md.namespace, md.spec.model_name, selector_patch(md, switch.to_version))
+        else:
+            self.kube.create_service(build_service(md, switch.to_version))
+        trigger = datetime.now(timezone.utc)
+        log.info("%s/%s: traffic of %s switched %s-> v%d (%s)", md.namespace, md.name, md.spec.model_name,
+                 f"v{switch.from_version} " if switch.from_version is not None else "", switch.to_version, switch.reason)
+        # The decision measured up to its own clock; the patch landed a little later.
+        history = plan.status["history"]
+        entry = next(e for e in reversed(history) if e.get("to") == switch.to_version and e.get("reason") == switch.reason)
+        decided = datetime.fromisoformat(entry["time"].replace("Z", "+00:00"))
+        entry["switchLatencySeconds"] = round(switch.latency + max(0.0, (trigger - decided).total_seconds()), 3)
+        entry["time"] = precise(trigger)
+        plan.switch = replace(switch, latency=entry["switchLatencySeconds"])
+
+    def _ensure_deployment(self, md: ModelDeployment, version: int, replicas: int, mv: ModelVersion | None,
+                           existing: dict | None) -> None:
+        name = version_name(md.spec.model_name, version)
+        if mv is None:  # its ModelVersion is gone: only the scale can still be managed
+            if existing is not None and (existing.get("spec") or {}).get("replicas") != replicas:
+                self.kube.patch_deployment(md.namespace, name, {"spec": {"replicas": replicas}})
+            return
+        desired = build_deployment(md, mv, replicas, self.settings)
+        if existing is None:
+            if replicas > 0:
+                self.kube.create_deployment(desired)
+            return
+        patch = deployment_update(desired, existing)
+        if patch:
+            self.kube.patch_deployment(md.namespace, name, patch)
+
+    def _record(self, obj: dict, md: ModelDeployment, previous: Mapping[str, Any], plan: ServingPlan) -> None:
+        status = plan.status
+        if status != previous:
+            self.kube.patch_model_deployment_status(md.namespace, md.name, status_patch(previous, status))
+        for kind, reason, message in plan.events:
+            self.kube.emit_event(obj, kind, reason, message)
+        model = md.spec.model_name
+        if plan.switch is not None:
+            metrics.MODEL_SWITCHES.labels(model, plan.switch.reason).inc()
+            metrics.MODEL_SWITCH_SECONDS.labels(plan.switch.reason).observe(plan.switch.latency)
+        for _ in plan.rejected:
+            metrics.MODEL_GATE_REJECTIONS.labels(model).inc()
+        if status.get("activeVersion") is not None:
+            metrics.MODEL_ACTIVE_VERSION.labels(model).set(status["activeVersion"])
+
+    def _reject(self, obj: dict, previous: Mapping[str, Any], exc: SpecError, now: datetime) -> None:
+        """A spec the operator cannot use: say so, and leave traffic where it is."""
+        meta = obj["metadata"]
+        generation = int(meta.get("generation") or 0)
+        status = dict(previous, observedGeneration=generation)
+        conditions = list(previous.get("conditions") or [])
+        conditions = cond.set_condition(conditions, "Progressing", False, "InvalidSpec", str(exc), now, generation)
+        status["conditions"] = cond.set_condition(conditions, "Degraded", True, "InvalidSpec", str(exc), now, generation)
+        if status != previous:
+            log.warning("ModelDeployment %s/%s: %s", meta["namespace"], meta["name"], exc)
+            self.kube.patch_model_deployment_status(meta["namespace"], meta["name"], status)
+            self.kube.emit_event(obj, "Warning", "InvalidSpec", str(exc))
+
+    # --- timers -------------------------------------------------------------------------------------
+
+    def _schedule(self, namespace: str, name: str, delay: float) -> None:
+        """Reconcile again after `delay` seconds (a grace period ends); an earlier timer wins."""
+        key, due = (namespace, name), time.monotonic() + delay
+        with self._guard:
+            current = self._timers.get(key)
+            if current is not None and current[0] <= due + 0.01:
+                return
+            if current is not None:
+                current[1].cancel()
+            timer = threading.Timer(delay, self._fire, args=(namespace, name, due))
+            timer.daemon = True
+            self._timers[key] = (due, timer)
+        timer.start()
+
+    def _fire(self, namespace: str, name: str, due: float) -> None:
+        with self._guard:
+            current = self._timers.get((namespace, name))
+            if current is not None and current[0] == due:
+                del self._timers[(namespace, name)]
+        try:
+            self.reconcile(namespace, name)
+        except (kopf.TemporaryError, kopf.PermanentError) as exc:
+            log.warning("timed reconcile of ModelDeployment %s/%s: %s", namespace, name, exc)
+        except Exception:
+            log.exception("timed reconcile of ModelDeployment %s/%s failed", namespace, name)
+
+
+def status_patch(previous: Mapping[str, Any], status: Mapping[str, Any]) -> dict:
+    """A merge patch from `previous` to `status`: keys that went away are set to null (deleted)."""
+    return {**{k: None for k in previous if k not in status}, **status}
+
+
+def _ready_pod(pods: list[dict], version: int) -> dict | None:
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if (meta.get("labels") or {}).get(VERSION_LABEL) != str(version) or meta.get("deletionTimestamp"):
+            continue
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in (pod.get("status") or {}).get("conditions") or [])
+        if ready:
+            return pod
+    return None
