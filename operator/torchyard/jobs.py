@@ -24,6 +24,7 @@ from torchyard.progress import ProgressStore
 from torchyard.reconcile.conditions import timestamp
 from torchyard.reconcile.decide import Observed, Plan, decide, invalid_spec
 from torchyard.reconcile.observe import parse_time, view_pod
+from torchyard.registry import ModelRegistry
 from torchyard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class JobReconciler:
         self.kube = kube
         self.settings = settings
         self.progress = progress or ProgressStore()
+        self.registry = ModelRegistry(kube)
         self._locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self._phases: dict[tuple[str, str], str] = {}
         # uid of every job seen, so a progress report can be checked without an API call.
@@ -68,8 +70,13 @@ class JobReconciler:
         except SpecError as exc:
             return self._reject(obj, previous, exc, now)
         plan = decide(job, previous, self._observe(job, now))
-        self._act(job, plan)
+        try:  # a distillation teacher named as a ModelVersion becomes its artifact path
+            trainer_config = self.registry.trainer_config(job) if plan.create_pods else None
+        except SpecError as exc:
+            return self._reject(obj, previous, exc, now)
+        self._act(job, plan, trainer_config)
         self._record(obj, job, previous, plan)
+        self.registry.record(obj, job, plan.status)
 
     def _observe(self, job: TrainingJob, now: datetime) -> Observed:
         pods = tuple(view_pod(p) for p in self.kube.list_job_pods(job.namespace, job.name))
@@ -85,7 +92,7 @@ class JobReconciler:
             stuck_terminating_seconds=self.settings.stuck_terminating_seconds,
         )
 
-    def _act(self, job: TrainingJob, plan: Plan) -> None:
+    def _act(self, job: TrainingJob, plan: Plan, trainer_config: dict | None = None) -> None:
         """Deletes first, then creates; status is written last, so a crash in between repeats work
         instead of recording work that was never done."""
         for name in plan.force_delete_pods:
@@ -97,7 +104,7 @@ class JobReconciler:
             self.kube.create_service(build_service(job))
         roles = {r.name: r for r in strategy_for(job.spec).roles(job.spec)}
         for role, index in plan.create_pods:
-            self.kube.create_pod(build_pod(job, roles[role], index, plan.status["attempt"], self.settings))
+            self.kube.create_pod(build_pod(job, roles[role], index, plan.status["attempt"], self.settings, trainer_config))
         if plan.delete_job:
             log.info("deleting TrainingJob %s/%s: ttlSecondsAfterFinished passed", job.namespace, job.name)
             self.kube.delete_job(job.namespace, job.name)
