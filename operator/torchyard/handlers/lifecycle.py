@@ -7,11 +7,13 @@ import logging
 
 import kopf
 
+from torchyard.handlers.modeldeployment import resync_serving
 from torchyard.handlers.trainingjob import resync_forever
 from torchyard.http import Server, build_app
 from torchyard.jobs import JobReconciler
 from torchyard.kube.client import Kube, load_config
 from torchyard.progress import ProgressStore
+from torchyard.serving import ServingReconciler
 
 
 @kopf.on.startup()
@@ -35,9 +37,14 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     memo.server = Server(app, options.http_host, options.http_port)
     await memo.server.start()
     memo.resync = asyncio.create_task(resync_forever(memo.jobs, options.namespaces, options.settings.resync_seconds))
+    memo.serving = ServingReconciler(memo.jobs.kube, options.settings)
+    memo.serving_resync = asyncio.create_task(
+        resync_serving(memo.serving, options.namespaces, options.settings.resync_seconds))
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_) -> None:
     memo.resync.cancel()
+    memo.serving_resync.cancel()
+    memo.serving.stop()
     await memo.server.stop()
