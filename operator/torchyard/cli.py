@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--output", help="directory for checkpoints, the model and results (default torchyard-runs/<job>)")
     run.add_argument("--timeout", type=float, help="give up after this many seconds")
 
+    back = commands.add_parser("rollback", help="serve another version of a model (sets the ModelDeployment's spec.activeVersion)")
+    back.add_argument("model", help="the ModelDeployment, or the model it serves")
+    back.add_argument("--to", type=int, dest="version", help="the version to serve (default: status.previousVersion)")
+    back.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's)")
+    back.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait until that version serves")
+
     args = parser.parse_args(argv)
     if args.command == "operator":
         return run_operator(args)
@@ -50,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return render_file(args.file)
     if args.command == "run":
         return run_file(args.file, args.output, args.timeout)
+    if args.command == "rollback":
+        return run_rollback(args)
     return 2
 
 
@@ -79,6 +87,14 @@ def run_operator(args: argparse.Namespace) -> int:
         memo=kopf.Memo(options=options),
     )
     return 0
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    from torchyard.kube.client import ServingKube, current_namespace, load_config
+    from torchyard.rollback import rollback
+
+    load_config()
+    return rollback(ServingKube(), args.namespace or current_namespace(), args.model, args.version, args.wait)
 
 
 def load_job_file(path: str):
