@@ -1,6 +1,8 @@
 """Bring one local cluster up or down, recording what was started in its state directory."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import shutil
@@ -66,13 +68,32 @@ class LocalCluster:
         return bool(status) and all(status.values())
 
     # -- up / down --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self):
+        """One `up` or `down` at a time per state directory: concurrent test sessions that all
+        find no cluster start one and share it, instead of replacing each other's."""
+        lock_path = self.layout.root.with_name(self.layout.root.name + ".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     def up(self, build: bool = True) -> bool:
         """Start the cluster unless a healthy one runs already; True when it was started now."""
+        with self._locked():
+            return self._up(build)
+
+    def down(self) -> None:
+        """Stop every recorded process (newest first) and remove the state directory."""
+        with self._locked():
+            self._down()
+
+    def _up(self, build: bool) -> bool:
         if self.healthy():
             log.info("cluster in %s is already running and healthy", self.layout.root)
             return False
         if self.layout.root.exists():
-            self.down()
+            self._down()
         self._ensure_binaries(build)
         self.layout.root.mkdir(parents=True)
         self.layout.state_file.write_text("{}")  # marks the directory as ours, for `down`
@@ -85,8 +106,7 @@ class LocalCluster:
             raise
         return True
 
-    def down(self) -> None:
-        """Stop every recorded process (newest first) and remove the state directory."""
+    def _down(self) -> None:
         root = self.layout.root
         if not root.exists():
             return
