@@ -88,7 +88,7 @@ def test_env_reads_back_through_the_contract():
 def test_gpu_pods_get_gpu_limits_node_selector_and_toleration():
     p = pods_by_name(ALLREDUCE_GPU)["resnet-worker-0"]
     container = p["spec"]["containers"][0]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
     assert container["resources"]["requests"] == {"cpu": "8", "memory": "32Gi"}
     assert p["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in p["spec"]["tolerations"]

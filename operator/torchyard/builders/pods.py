@@ -138,10 +138,11 @@ def _container(job: TrainingJob, spec: RoleSpec, env: contract.PodEnv, settings:
 
 
 def _resources(spec: RoleSpec) -> dict:
-    resources = {k: dict(v) for k, v in spec.resources.items() if k in ("limits", "requests")}
+    # Quantities are strings in the API ("1", "500m"); YAML may have given numbers.
+    resources = {k: {name: str(q) for name, q in v.items()} for k, v in spec.resources.items() if k in ("limits", "requests")}
     if spec.gpus > 0:
         # Extended resources are set as limits; the API server copies them to requests.
-        resources.setdefault("limits", {})[GPU_RESOURCE] = spec.gpus
+        resources.setdefault("limits", {})[GPU_RESOURCE] = str(spec.gpus)
     return resources
 
 

@@ -40,6 +40,8 @@ def _reconcile_logged(jobs: JobReconciler, namespace: str, name: str) -> None:
         jobs.reconcile(namespace, name)
     except (kopf.TemporaryError, kopf.PermanentError) as exc:
         log.warning("reconcile of TrainingJob %s/%s: %s", namespace, name, exc)
+    except Exception:
+        log.exception("reconcile of TrainingJob %s/%s failed", namespace, name)
 
 
 async def resync_forever(jobs: JobReconciler, namespaces: list[str] | None, interval: float) -> None:

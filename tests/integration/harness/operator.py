@@ -75,7 +75,9 @@ class OperatorProcess:
 
     def start(self, timeout: float = 60) -> "OperatorProcess":
         """Start it and wait until GET /healthz answers 200; fail with its log if it exits first."""
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        # Pods are told to report progress to this operator; tests stand in for them on loopback.
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1",
+               "TORCHYARD_PROGRESS_URL_BASE": self.url}
         with open(self.log_path, "ab") as log:
             self._popen = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT,
                                            stdin=subprocess.DEVNULL, env=env, cwd=REPO_ROOT)
