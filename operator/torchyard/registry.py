@@ -30,7 +30,7 @@ MAX_ATTEMPTS = 10
 
 class ModelRegistry:
     def __init__(self, kube: Kube):
-        self.kube = kube if isinstance(kube, ServingKube) else ServingKube(kube.api)
+        self.kube = kube if hasattr(kube, "list_model_versions") else ServingKube(kube.api)
 
     def trainer_config(self, job: TrainingJob) -> dict[str, Any]:
         """spec.trainer as the trainer should see it: a teacher ModelVersion becomes its artifact path.

@@ -43,7 +43,7 @@ Key = tuple[str, str]
 
 class ServingReconciler:
     def __init__(self, kube: Kube, settings: Settings, golden: GoldenCheck | None = None):
-        self.kube = kube if isinstance(kube, ServingKube) else ServingKube(kube.api)
+        self.kube = kube if hasattr(kube, "list_model_versions") else ServingKube(kube.api)
         self.settings = settings
         self.golden = golden or GoldenCheck()
         self._locks: dict[Key, threading.Lock] = defaultdict(threading.Lock)

@@ -1,0 +1,161 @@
+"""ModelVersions from training results, the registry's numbering, and teacher resolution."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from jobs import ALLREDUCE_CPU, UID, job
+from torchyard.api.errors import SpecError
+from torchyard.api.modelversion import parse_model_version
+from torchyard.builders.serving import DISTILLATION_FIELD, build_model_version, with_teacher_path
+from torchyard.registry import ModelRegistry, RegistryBusy
+
+RESULT = {"metrics": {"accuracy": 0.9712, "loss": 0.11}, "metric": "accuracy", "steps": 600,
+          "artifact": {"path": "/var/lib/torchyard/models/digits/digits-1f0e8a3c", "sha256": "ab" * 32},
+          "compression": {"pruning": {"method": "global-unstructured", "measuredSparsity": 0.5}}}
+
+
+def trained(**spec):
+    obj = copy.deepcopy(ALLREDUCE_CPU)
+    obj["spec"].update(spec)
+    return job(obj)
+
+
+class FakeKube:
+    """Just the calls the registry makes, over an in-memory set of ModelVersions."""
+
+    def __init__(self, *existing: dict, taken: int = 0):
+        self.objects = {o["metadata"]["name"]: o for o in existing}
+        self.taken = taken  # creates that lose a race before one succeeds
+        self.job_status: dict = {}
+        self.events: list = []
+
+    def list_model_versions(self, namespace, selector):
+        key, _, value = selector.partition("=")
+        return [o for o in self.objects.values() if not selector or o["metadata"].get("labels", {}).get(key) == value]
+
+    def get_model_version(self, namespace, name):
+        return self.objects.get(name)
+
+    def create_model_version(self, manifest):
+        if self.taken or manifest["metadata"]["name"] in self.objects:
+            self.taken = max(0, self.taken - 1)
+            return False
+        self.objects[manifest["metadata"]["name"]] = manifest
+        return True
+
+    def patch_model_version_status(self, namespace, name, status):
+        self.objects[name]["status"] = status
+
+    def patch_job_status(self, namespace, name, status):
+        self.job_status.update(status)
+
+    def emit_event(self, obj, kind, reason, message):
+        self.events.append((kind, reason, message))
+
+
+def test_a_result_becomes_a_model_version_with_its_lineage():
+    manifest = build_model_version(trained(modelName="digits", storage={"claimName": "models"}), RESULT, 4)
+    assert manifest["metadata"]["name"] == "digits-v4"
+    assert manifest["metadata"]["labels"]["torchyard.dev/training-job-uid"] == UID
+    assert "ownerReferences" not in manifest["metadata"]  # it outlives the job and its TTL
+    spec = manifest["spec"]
+    assert spec["artifact"] == {"path": RESULT["artifact"]["path"], "sha256": "ab" * 32, "claimName": "models"}
+    assert spec["mainMetric"] == {"name": "accuracy", "value": 0.9712}
+    assert spec["lineage"] == {"trainingJob": "digits", "trainingJobUID": UID, "steps": 600,
+                               "compression": RESULT["compression"]}
+    parsed = parse_model_version(manifest)
+    assert (parsed.model_name, parsed.version, parsed.metrics["loss"]) == ("digits", 4, 0.11)
+
+
+def test_the_teacher_is_recorded_in_the_lineage():
+    student = trained(trainer={"compression": {"distillation": {"teacher": {"modelVersion": "digits-v2"}}}})
+    assert build_model_version(student, RESULT, 3)["spec"]["lineage"]["teacher"] == "digits-v2"
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"modelName": "d", "artifact": {"path": "/p"}}, "spec.version"),
+    ({"modelName": "d", "version": 0, "artifact": {"path": "/p"}}, "spec.version"),
+    ({"modelName": "d", "version": 1}, "spec.artifact"),
+    ({"modelName": "d", "version": 1, "artifact": {"path": "/p"}, "metrics": {"acc": "high"}}, "spec.metrics.acc"),
+])
+def test_a_malformed_model_version_names_the_field(spec, field):
+    with pytest.raises(SpecError) as err:
+        parse_model_version({"metadata": {"name": "x"}, "spec": spec})
+    assert err.value.field == field
+
+
+def test_registration_takes_the_next_number_of_its_model_only():
+    other = build_model_version(trained(modelName="other"), RESULT, 9)
+    other["metadata"]["labels"]["torchyard.dev/training-job-uid"] = "another-job"
+    hand_made = {"metadata": {"name": "digits-v2"}, "spec": {"modelName": "digits", "version": 2}}  # no labels
+    kube = FakeKube(other, hand_made)
+    assert ModelRegistry(kube).register(trained(), RESULT) == "digits-v3"
+    assert kube.objects["digits-v3"]["status"]["phase"] == "Registered"
+
+
+def test_registration_is_idempotent_per_job():
+    kube = FakeKube()
+    registry = ModelRegistry(kube)
+    assert registry.register(trained(), RESULT) == "digits-v1"
+    assert registry.register(trained(), RESULT) == "digits-v1"
+    assert list(kube.objects) == ["digits-v1"]
+
+
+def test_a_lost_race_takes_the_next_number():
+    kube = FakeKube(taken=2)
+    assert ModelRegistry(kube).register(trained(), RESULT) == "digits-v3"
+    kube = FakeKube(taken=100)
+    with pytest.raises(RegistryBusy):
+        ModelRegistry(kube).register(trained(), RESULT)
+
+
+def test_record_names_the_version_in_the_jobs_result_once():
+    kube = FakeKube()
+    registry = ModelRegistry(kube)
+    status = {"phase": "Succeeded", "result": dict(RESULT)}
+    registry.record({"metadata": {"name": "digits"}}, trained(), status)
+    assert status["result"]["modelVersion"] == kube.job_status["result"]["modelVersion"] == "digits-v1"
+    assert kube.events == [("Normal", "ModelRegistered", "registered the trained model as ModelVersion digits-v1")]
+    registry.record({"metadata": {"name": "digits"}}, trained(), status)
+    assert len(kube.events) == 1
+
+
+@pytest.mark.parametrize("status", [
+    {"phase": "Running", "result": RESULT},
+    {"phase": "Succeeded"},  # a custom script that reported nothing
+    {"phase": "Succeeded", "result": {"metrics": {"accuracy": 1.0}}},  # no artifact
+])
+def test_nothing_is_registered_without_a_succeeded_artifact(status):
+    kube = FakeKube()
+    ModelRegistry(kube).record({"metadata": {"name": "digits"}}, trained(), dict(status))
+    assert kube.objects == {}
+
+
+def teacher_job(claim="models"):
+    return trained(storage={"claimName": claim},
+                   trainer={"compression": {"distillation": {"teacher": {"modelVersion": "digits-v1"}, "alpha": 0.7}}})
+
+
+def test_a_teacher_model_version_becomes_its_artifact_path():
+    kube = FakeKube(build_model_version(trained(storage={"claimName": "models"}), RESULT, 1))
+    config = ModelRegistry(kube).trainer_config(teacher_job())
+    assert config["compression"]["distillation"] == {"teacherPath": RESULT["artifact"]["path"], "alpha": 0.7}
+
+
+def test_a_missing_teacher_or_one_on_another_claim_is_an_invalid_spec():
+    with pytest.raises(SpecError) as err:
+        ModelRegistry(FakeKube()).trainer_config(teacher_job())
+    assert err.value.field == DISTILLATION_FIELD and "'digits-v1', which does not exist" in str(err.value)
+    kube = FakeKube(build_model_version(trained(storage={"claimName": "elsewhere"}), RESULT, 1))
+    with pytest.raises(SpecError) as err:
+        ModelRegistry(kube).trainer_config(teacher_job())
+    assert "claim 'elsewhere'" in str(err.value)
+
+
+def test_with_teacher_path_leaves_the_original_alone():
+    trainer = {"compression": {"distillation": {"teacher": {"modelVersion": "m-v1"}}}}
+    assert with_teacher_path(trainer, "/p") == {"compression": {"distillation": {"teacherPath": "/p"}}}
+    assert trainer == {"compression": {"distillation": {"teacher": {"modelVersion": "m-v1"}}}}

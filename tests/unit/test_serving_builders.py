@@ -1,0 +1,88 @@
+"""Serving manifests against golden YAML, and the rules the switch relies on.
+
+Regenerate the golden file after an intended change with
+`UPDATE_GOLDEN=1 pytest tests/unit/test_serving_builders.py` and review the diff.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import yaml
+
+from serving import md, version
+from torchyard.builders.serving import (build_deployment, build_service, deployment_update, selected_version,
+                                        selector_patch)
+from torchyard.settings import Settings
+
+GOLDEN = Path(__file__).parent / "golden" / "serving-digits.yaml"
+SETTINGS = Settings(trainer_image="torchyard/trainer:test")
+SPEC = {"replicas": 2, "server": {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}}
+
+
+def test_manifests_match_golden():
+    deployment = md(**SPEC)
+    actual = yaml.safe_dump_all([build_deployment(deployment, version(3), 2, SETTINGS), build_service(deployment, 3)],
+                                sort_keys=False)
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(actual)
+    assert actual == GOLDEN.read_text(), "serving manifests changed; if intended, regenerate with UPDATE_GOLDEN=1"
+
+
+def test_the_artifact_is_mounted_read_only_and_checked_by_digest():
+    manifest = build_deployment(md(), version(3), 1, SETTINGS)
+    pod = manifest["spec"]["template"]["spec"]
+    claim = next(v for v in pod["volumes"] if "persistentVolumeClaim" in v)
+    assert claim["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    container = pod["containers"][0]
+    assert all(m["readOnly"] for m in container["volumeMounts"] if m["name"] == claim["name"])
+    args = container["args"]
+    assert args[args.index("--model-dir") + 1] == "/var/lib/torchyard/models/digits/run-3"
+    assert args[args.index("--sha256") + 1] == f"{3:064x}"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert manifest["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+
+
+def test_the_deployments_claim_overrides_the_versions():
+    manifest = build_deployment(md(storage={"claimName": "serving-copy"}), version(3), 1, SETTINGS)
+    volumes = manifest["spec"]["template"]["spec"]["volumes"]
+    assert volumes[0]["persistentVolumeClaim"]["claimName"] == "serving-copy"
+
+
+def test_the_selector_always_names_model_deployment_and_version():
+    deployment = md()
+    patch = selector_patch(deployment, 2)["spec"]["selector"]
+    assert patch == {"torchyard.dev/model": "digits", "torchyard.dev/model-deployment": "digits",
+                     "torchyard.dev/version": "2"}
+    # The Service selects the pods its version's Deployment makes, and no other version's.
+    pod_labels = build_deployment(deployment, version(2), 1, SETTINGS)["spec"]["template"]["metadata"]["labels"]
+    other = build_deployment(deployment, version(3), 1, SETTINGS)["spec"]["template"]["metadata"]["labels"]
+    selector = build_service(deployment, 2)["spec"]["selector"]
+    assert selector.items() <= pod_labels.items() and not selector.items() <= other.items()
+
+
+def test_a_deployment_that_matches_needs_no_patch_and_a_scale_change_patches_only_replicas():
+    deployment = md()
+    existing = build_deployment(deployment, version(3), 1, SETTINGS)
+    assert deployment_update(build_deployment(deployment, version(3), 1, SETTINGS), existing) is None
+    assert deployment_update(build_deployment(deployment, version(3), 0, SETTINGS), existing) == {"spec": {"replicas": 0}}
+
+
+def test_a_new_server_image_rolls_the_template():
+    existing = build_deployment(md(), version(3), 1, SETTINGS)
+    desired = build_deployment(md(server={"image": "torchyard/trainer:next"}), version(3), 1, SETTINGS)
+    patch = deployment_update(desired, existing)
+    assert patch["spec"]["template"]["spec"]["containers"][0]["image"] == "torchyard/trainer:next"
+    assert "replicas" not in patch["spec"]
+
+
+def test_selected_version_reads_the_service():
+    service = build_service(md(), 4)
+    assert selected_version(service) == 4
+    assert selected_version(None) is None
+    broken = copy.deepcopy(service)
+    del broken["spec"]["selector"]["torchyard.dev/version"]
+    assert selected_version(broken) is None
