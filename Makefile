@@ -7,7 +7,9 @@ PYTEST := $(PY) -m pytest
 # The local control plane; its state lives outside the repository ($TORCHYARD_CLUSTER_DIR).
 CLUSTER := $(PY) hack/local-cluster.py
 
-.PHONY: venv test test-unit test-trainer test-integration cluster-up cluster-down bench
+EXAMPLE ?= examples/digits-ps.yaml
+
+.PHONY: run venv test test-unit test-trainer test-integration cluster-up cluster-down bench
 
 # Create the virtualenv on first use only; `make venv` reinstalls on demand.
 $(PY):
@@ -17,6 +19,10 @@ $(PY):
 venv:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -e '.[trainer,test]'
+
+# The main job on a machine with no cluster: train the example as local processes.
+run: $(PY)
+	$(VENV)/bin/torchyard run $(EXAMPLE)
 
 # Every tier, even when an earlier one fails; non-zero if any failed.
 test: $(PY)
