@@ -25,6 +25,13 @@ def test_latest_passing_serves_the_newest_version_once_it_is_ready():
     assert plan.version_status[2]["phase"] == "Active" and plan.version_status[1]["phase"] == "Standby"
 
 
+def test_a_first_rollout_whose_target_crash_loops_serves_the_standby():
+    plan = decide(md(), {}, observe([version(1), version(2)], [health(1), health(2, 0, crashing=1)]))
+    assert (plan.switch.from_version, plan.switch.to_version, plan.switch.reason) == (None, 1, "failover")
+    assert condition(plan.status, "Degraded")["reason"] == "TargetCrashLooping"
+    assert plan.status["targetVersion"] == 2  # still the version that should serve, once it can
+
+
 def test_pinned_serves_the_pinned_version_and_ignores_newer_ones():
     versions = [version(1), version(2), version(3, 0.99)]
     plan = decide(md(policy="Pinned", activeVersion=2), {}, observe(versions, [health(1), health(2)]))

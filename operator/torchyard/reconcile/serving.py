@@ -159,6 +159,7 @@ class _Decision:
     # --- moving traffic -----------------------------------------------------------------------------
 
     def _choose(self, target: int | None) -> None:
+        code = OK
         if target is not None and target != self.active:
             code, why = self._check(target)
             if code != OK:
@@ -173,6 +174,8 @@ class _Decision:
                 self.problems["target-crashing"] = why
         if self.active is not None:
             self._keep_or_failover(target)
+        elif code == CRASHING:  # nothing serves and the target never will: a standby serves instead
+            self._failover(target, self.now, self.problems["target"])
 
     def _switch_to_target(self, target: int) -> bool:
         since = parse_time(self.s.get("targetSince"))
@@ -205,6 +208,10 @@ class _Decision:
         if code != CRASHING and self.now < due:
             self._recheck(due)
             return
+        self._failover(target, since, why)
+
+    def _failover(self, target: int | None, since: datetime, why: str) -> None:
+        """Traffic to the first healthy of the fallbacks; when none is, it stays and Degraded says why."""
         skipped = []
         for version in self._fallbacks(target):
             code, reason = self._check(version)
@@ -214,7 +221,7 @@ class _Decision:
                 return self._switch(version, FAILOVER, since, why)
             skipped.append(reason)
         detail = "; ".join(skipped) if skipped else "no standby is configured or retained"
-        self.problems["degraded"] = f"v{active} is unhealthy ({why}) and no standby can take traffic: {detail}"
+        self.problems["degraded"] = f"{why}, and no standby can take traffic: {detail}"
 
     def _fallbacks(self, target: int | None) -> list[int]:
         """Where failover may go, newest first: the target, then the warm standbys below it."""
