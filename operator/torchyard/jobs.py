@@ -112,7 +112,7 @@ class JobReconciler:
     def _record(self, obj: dict, job: TrainingJob, previous: dict, plan: Plan) -> None:
         status = plan.status
         if status != previous:
-            self.kube.patch_job_status(job.namespace, job.name, status)
+            self.kube.patch_job_status(job.namespace, job.name, status, obj["metadata"].get("resourceVersion"))
         for kind, reason, message in plan.events:
             self.kube.emit_event(obj, kind, reason, message)
         phase = status.get("phase", "")

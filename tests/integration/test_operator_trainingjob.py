@@ -213,3 +213,29 @@ def test_progress_reports_reach_status(cluster, crds, namespace, operator):
     assert status(cluster, namespace, "prog")["progress"]["percent"] == 25.0
     printed = cluster.kubectl("get", "tj", "prog", "-n", namespace).stdout
     assert "25" in printed.splitlines()[1]
+
+
+def test_a_pod_deleted_by_hand_restarts_the_gang_without_charging_the_user(cluster, crds, namespace, operator):
+    create(cluster, namespace, trainingjob("byhand", runPolicy={"backoffLimit": 0}))
+    wait_for(phase_is(cluster, namespace, "byhand", "Running"), "job Running")
+    before = {n: p.metadata.uid for n, p in pods(cluster, namespace, "byhand").items()}
+    cluster.core.delete_namespaced_pod("byhand-worker-1", namespace, grace_period_seconds=0)
+    wait_for(lambda: status(cluster, namespace, "byhand").get("infrastructureRestarts") == 1, "restart recorded")
+    wait_for(phase_is(cluster, namespace, "byhand", "Running"), "gang running again")
+    after = pods(cluster, namespace, "byhand")
+    assert sorted(after) == sorted(before)
+    assert all(p.metadata.uid != before[n] for n, p in after.items())
+    assert status(cluster, namespace, "byhand")["restarts"] == 0  # backoffLimit 0 was not spent
+
+
+def test_two_operators_at_once_create_no_duplicates(cluster, crds, namespace, operator, operator_factory, faults):
+    operator_factory(namespace)
+    create(cluster, namespace, trainingjob("twice", worker={"replicas": 4}))
+    wait_for(phase_is(cluster, namespace, "twice", "Running"), "job Running")
+    all_pods = cluster.core.list_namespaced_pod(namespace, label_selector="torchyard.dev/job-name=twice").items
+    assert sorted(p.metadata.name for p in all_pods) == [f"twice-worker-{i}" for i in range(4)]
+    faults.terminate_container(namespace, "twice-worker-3", exit_code=1)
+    wait_for(phase_is(cluster, namespace, "twice", "Running"), "restarted gang running")
+    wait_for(lambda: status(cluster, namespace, "twice")["attempt"] == 1, "one new attempt")
+    st = status(cluster, namespace, "twice")
+    assert st["restarts"] == 1, "both operators saw the failure; it was counted once"
