@@ -1,0 +1,107 @@
+"""The serving reconciler's own rules, over an in-memory API: the order of writes, golden requests
+before a switch, and status patches that delete what the decision dropped."""
+
+from __future__ import annotations
+
+from torchyard.builders.serving import build_deployment
+from torchyard.serving import ServingReconciler, status_patch
+from torchyard.settings import Settings
+
+from serving import md, version
+
+GOLDEN = {"goldenRequest": {"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": [0]}]}}
+
+
+class FakeKube:
+    """The reconciler's API calls over dicts; every write is logged in order."""
+
+    def __init__(self, spec: dict, status: dict, versions, ready: dict[int, bool], selected: int | None):
+        self.md = {"apiVersion": "torchyard.dev/v1alpha1", "kind": "ModelDeployment",
+                   "metadata": {"name": "digits", "namespace": "ml", "uid": "md-uid", "generation": 1},
+                   "spec": {"modelName": "digits", **spec}, "status": status}
+        self.versions = [{"metadata": {"name": v.name}, "spec": {
+            "modelName": "digits", "version": v.version, "metrics": dict(v.metrics), "metric": v.metric,
+            "artifact": {"path": v.artifact.path, "sha256": v.artifact.sha256, "claimName": v.artifact.claim_name}}}
+            for v in versions]
+        parsed = md(**spec)
+        self.deployments = {v: build_deployment(parsed, version(v), 1, Settings()) for v in ready}
+        self.pods = [{"metadata": {"name": f"digits-v{v}-x", "labels": {"torchyard.dev/version": str(v)}},
+                      "status": {"podIP": f"10.0.0.{v}", "conditions": [{"type": "Ready", "status": str(ok)}]}}
+                     for v, ok in ready.items()]
+        self.service = None if selected is None else {"spec": {"selector": {"torchyard.dev/version": str(selected)}}}
+        self.writes: list[tuple] = []
+
+    def get_model_deployment(self, namespace, name):
+        return self.md
+
+    def list_model_versions(self, namespace, selector):
+        return self.versions
+
+    def list_deployments(self, namespace, selector):
+        return list(self.deployments.values())
+
+    def list_pods(self, namespace, selector):
+        return self.pods
+
+    def get_service(self, namespace, name):
+        return self.service
+
+    def __getattr__(self, name):  # every other call is a write: record it, without the namespace
+        def write(*args):
+            self.writes.append((name, *(args[1:] if args and args[0] == "ml" else args)))
+        return write
+
+
+def reconciler(kube, golden=lambda md, v, pod: True):
+    return ServingReconciler(kube, Settings(), golden=golden)
+
+
+def test_failover_patches_the_selector_before_anything_else():
+    previous = {"activeVersion": 2, "targetVersion": 2, "promotedVersion": 2, "evaluatedVersion": 2,
+                "unhealthySince": "2020-01-01T00:00:00.000000Z", "history": [], "conditions": []}
+    kube = FakeKube({}, previous, [version(1), version(2)], {1: True, 2: False}, selected=2)
+    reconciler(kube).reconcile("ml", "digits")
+    assert kube.writes[0] == ("patch_service", "digits", {"spec": {"selector": {
+        "torchyard.dev/model": "digits", "torchyard.dev/model-deployment": "digits", "torchyard.dev/version": "1"}}})
+    status = next(w for w in kube.writes if w[0] == "patch_model_deployment_status")[2]
+    assert status["activeVersion"] == 1 and status["history"][-1]["reason"] == "failover"
+    assert status["unhealthySince"] is None  # merge patch: null deletes the field
+
+
+def test_a_golden_request_that_fails_sends_failover_to_the_next_standby():
+    asked = []
+
+    def golden(deployment, v, pod):
+        asked.append((v, pod["status"]["podIP"]))
+        return v != 2
+
+    previous = {"activeVersion": 3, "targetVersion": 3, "promotedVersion": 3, "evaluatedVersion": 3,
+                "unhealthySince": "2020-01-01T00:00:00.000000Z", "history": [], "conditions": []}
+    kube = FakeKube({"standby": 2, "verification": GOLDEN}, previous, [version(1), version(2), version(3)],
+                    {1: True, 2: True, 3: False}, selected=3)
+    reconciler(kube, golden).reconcile("ml", "digits")
+    assert asked == [(2, "10.0.0.2"), (1, "10.0.0.1")]
+    assert kube.writes[0][0] == "patch_service" and kube.writes[0][2]["spec"]["selector"]["torchyard.dev/version"] == "1"
+
+
+def test_an_unreachable_golden_endpoint_leaves_readiness_to_decide():
+    kube = FakeKube({"verification": GOLDEN}, {}, [version(1)], {1: True}, selected=None)
+    reconciler(kube, golden=lambda md, v, pod: None).reconcile("ml", "digits")
+    assert kube.writes[0][0] == "create_service"
+
+
+def test_nothing_is_written_when_nothing_changed():
+    kube = FakeKube({}, {}, [version(1)], {1: True}, selected=None)
+    reconciler(kube).reconcile("ml", "digits")
+    settled = next(w for w in kube.writes if w[0] == "patch_model_deployment_status")[2]
+    kube.md["status"] = {k: v for k, v in settled.items() if v is not None}
+    kube.service = {"spec": {"selector": {"torchyard.dev/version": "1"}}}
+    for v in kube.versions:
+        v["status"] = next(w[2] for w in kube.writes if w[0] == "patch_model_version_status")
+    kube.writes.clear()
+    reconciler(kube).reconcile("ml", "digits")
+    assert kube.writes == []
+
+
+def test_status_patch_nulls_dropped_keys_only():
+    assert status_patch({"a": 1, "b": 2}, {"a": 3}) == {"a": 3, "b": None}
