@@ -7,11 +7,16 @@ code, and the restarted gang must end with exactly the weights of a run that nev
 
 from __future__ import annotations
 
+import json
+import signal
+import time
+
 import pytest
 import torch
 
+from torchyard_trainer import local
 from torchyard_trainer.errors import EXIT_PEER_LOST
-from trainer_gang import DIGITS_MLP, assert_succeeded, run_gang
+from trainer_gang import DIGITS_MLP, assert_succeeded, process_environment, run_gang
 
 pytestmark = pytest.mark.trainer
 
@@ -68,3 +73,28 @@ def test_parameter_server_gang_restart_resumes_from_the_checkpoint(tmp_path, unf
 
     second = run_gang(tmp_path, config, parameter_servers=1, attempt=1, extra_env=fault(2))
     assert_resumed_like_unfaulted(second, unfaulted, atol=1e-5)
+
+
+def test_parameter_server_gives_up_on_a_frozen_worker(tmp_path):
+    """A worker that stops answering without closing its connections (SIGSTOP, as on a hung
+    node) is declared lost after TORCHYARD_TIMEOUT_SECONDS; nothing waits forever."""
+    config = {**DIGITS_MLP, "epochs": 50, "checkpointEverySteps": 5, "parameterServer": {"mode": "Sync"}}
+    names, environs = local.gang_environs(
+        config=config, workers=2, parameter_servers=1, checkpoint_dir=str(tmp_path / "c"),
+        model_dir=str(tmp_path / "m"), result_dir=str(tmp_path / "r"))
+    extra = process_environment({"TORCHYARD_TIMEOUT_SECONDS": "5"})
+    gang = local.start([{**e, **extra} for e in environs], names=names)
+    server, lead, frozen = gang.popens
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "c").glob("ckpt-*.pt")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        frozen.send_signal(signal.SIGSTOP)
+        server.wait(timeout=90)
+        lead.wait(timeout=30)
+    finally:
+        frozen.kill()
+        results = gang.wait(timeout=30, stop_on_failure=False)
+    described = "\n".join(f"{r.name}: {r.returncode}\n" + "\n".join(r.output[-10:]) for r in results)
+    assert server.returncode == EXIT_PEER_LOST and lead.returncode == EXIT_PEER_LOST, described
+    assert "worker rank 2" in json.loads((tmp_path / "r" / "local-ps-0.json").read_text())["error"]["message"]

@@ -13,6 +13,8 @@ import torch
 from torchyard_trainer import local
 
 HERE = Path(__file__).resolve().parent
+_PORT_TAKEN = "Address already in use"
+_PORT_RETRIES = 3
 DIGITS_MLP = {
     "model": {"name": "mlp", "hiddenSizes": [64]},
     "dataset": {"name": "digits"},
@@ -74,14 +76,21 @@ class GangRun:
 def run_gang(root: Path, config: dict, *, workers: int = 2, parameter_servers: int = 0, attempt: int = 0,
              timeout: float = 240, extra_env: dict[str, str] | None = None, stop_on_failure: bool = True,
              **gang_kwargs) -> GangRun:
-    """Run one attempt of a local job whose directories live under ``root`` (reused across attempts)."""
-    names, environs = local.gang_environs(
-        config=config, workers=workers, parameter_servers=parameter_servers,
-        checkpoint_dir=str(root / "checkpoints"), model_dir=str(root / "model"),
-        result_dir=str(root / "results"), attempt=attempt, **gang_kwargs,
-    )
-    environs = [{**e, **process_environment(extra_env)} for e in environs]
-    results = local.launch(environs, names=names, timeout=timeout, stop_on_failure=stop_on_failure)
+    """Run one attempt of a local job whose directories live under ``root`` (reused across attempts).
+
+    The rendezvous port is picked free but only bound seconds later, once torch has imported; if
+    another program on the machine took it meanwhile, the attempt is repeated on a new port.
+    """
+    for _ in range(_PORT_RETRIES):
+        names, environs = local.gang_environs(
+            config=config, workers=workers, parameter_servers=parameter_servers,
+            checkpoint_dir=str(root / "checkpoints"), model_dir=str(root / "model"),
+            result_dir=str(root / "results"), attempt=attempt, **gang_kwargs,
+        )
+        environs = [{**e, **process_environment(extra_env)} for e in environs]
+        results = local.launch(environs, names=names, timeout=timeout, stop_on_failure=stop_on_failure)
+        if not any(_PORT_TAKEN in line for r in results for line in r.output):
+            break
     return GangRun(names, results, root)
 
 

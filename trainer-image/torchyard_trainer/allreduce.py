@@ -6,6 +6,7 @@ communication hook wraps the stock all-reduce only to time it, so the numbers ar
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 
@@ -74,7 +75,8 @@ class AllReduce:
         return self._timer.seconds
 
     def checkpoint_state(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict()}
+        """A copy of the optimizer state: the live one changes in place with the next step."""
+        return {"optimizer": copy.deepcopy(self.optimizer.state_dict())}
 
     def load(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,35 @@ def save(directory: str, state: dict) -> Path:
     _prune(folder)
     log.info("checkpoint %s (epoch %d, batch %d)", target.name, state["epoch"], state["batch"])
     return target
+
+
+class Writer:
+    """Writes checkpoints in a background thread, one at a time, so training does not wait on disk.
+
+    The caller hands over a snapshot that no longer changes (tensors copied off the live model
+    and optimizer). A new write first waits for the previous one; :meth:`close` waits for the
+    last, and must run before the process exits, or the newest checkpoint may be lost.
+    """
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self._thread: threading.Thread | None = None
+
+    def submit(self, state: dict) -> None:
+        self.close()
+        self._thread = threading.Thread(target=self._write, args=(state,), name="checkpoint", daemon=True)
+        self._thread.start()
+
+    def _write(self, state: dict) -> None:
+        try:
+            save(self.directory, state)
+        except Exception:  # a lost checkpoint costs progress on a restart, not the run itself
+            log.exception("checkpoint of step %s not written", state.get("step"))
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
 
 def _sync_directory(folder: Path) -> None:

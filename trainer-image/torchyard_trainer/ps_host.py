@@ -31,6 +31,8 @@ from torchyard_trainer.optim import build_optimizer
 log = logging.getLogger(__name__)
 
 _LOST = -1
+_SECONDARY = "pair closure"  # gloo's error on the other links after one receive timed out
+_LOSS_SETTLE_SECONDS = 0.5
 
 
 @dataclass
@@ -102,8 +104,23 @@ class ShardHost:
         except queue.Empty:
             raise PeerLost(f"no message from any worker for {self.timeout:.0f}s") from None
         if message.op == _LOST:
-            raise PeerLost(f"worker rank {message.worker} is gone: {message.error}")
+            raise PeerLost(self._explain_loss(message))
         return message
+
+    def _explain_loss(self, first: _Message) -> str:
+        """Name the lost worker(s). A receive that times out closes every link of the process,
+        so the other receivers fail moments later with a secondary error; the cause is listed first."""
+        lost = [first]
+        deadline = time.monotonic() + _LOSS_SETTLE_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                message = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if message.op == _LOST:
+                lost.append(message)
+        lost.sort(key=lambda m: _SECONDARY in m.error)
+        return "; ".join(f"worker rank {m.worker} is gone: {m.error}" for m in lost)
 
     def _receive(self, worker: int) -> None:
         """Decode ``worker``'s messages into the inbox until it is done or gone."""

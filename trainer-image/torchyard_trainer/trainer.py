@@ -60,7 +60,7 @@ class Trainer:
         self.batch_size = batch_size
         self.metrics = metrics
         self.reporter = reporter
-        self.checkpoint_dir = checkpoint_dir
+        self.writer = checkpoint.Writer(checkpoint_dir)
         self.fingerprint = fingerprint
         self.checkpoint_every = checkpoint_every
         self.device = process.device
@@ -160,12 +160,16 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batch": self.batch,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "model": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
             "rng": states,
             "metrics": self.last_eval,
             **self.strategy.checkpoint_state(),
         }
-        checkpoint.save(self.checkpoint_dir, snapshot)
+        self.writer.submit(snapshot)
+
+    def close(self) -> None:
+        """Wait for the last checkpoint to reach the disk."""
+        self.writer.close()
 
 
 def _fmt(metrics: dict[str, float]) -> str:

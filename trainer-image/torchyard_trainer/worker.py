@@ -87,6 +87,7 @@ def run_worker(process: distributed.Process, config: TrainerConfig, data: Datase
         record = _prune_and_fine_tune(trainer, config)
         strategy.finish()
     finally:
+        trainer.close()
         if reporter is not None:
             reporter.close()
     if not process.is_lead:
