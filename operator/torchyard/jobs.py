@@ -9,12 +9,11 @@ view, and it writes status only when the decision changed it.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import defaultdict
 from datetime import datetime, timezone
 
 from torchyard import metrics
+from torchyard.coalesce import Coalescer
 from torchyard.api.errors import SpecError
 from torchyard.api.trainingjob import TrainingJob, parse_training_job
 from torchyard.builders.pods import build_pod, build_service
@@ -36,21 +35,23 @@ class JobReconciler:
         self.settings = settings
         self.progress = progress or ProgressStore()
         self.registry = ModelRegistry(kube)
-        self._locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        self._passes = Coalescer()
         self._phases: dict[tuple[str, str], str] = {}
         # uid of every job seen, so a progress report can be checked without an API call.
         self.uids: dict[tuple[str, str], str] = {}
 
     def reconcile(self, namespace: str, name: str) -> None:
-        with self._locks[(namespace, name)]:
-            started = time.monotonic()
-            try:
-                self._reconcile(namespace, name)
-            except Exception as exc:
-                metrics.RECONCILE_ERRORS.labels("TrainingJob", type(exc).__name__).inc()
-                raise
-            finally:
-                metrics.RECONCILE_SECONDS.labels("TrainingJob").observe(time.monotonic() - started)
+        self._passes.run((namespace, name), lambda: self._timed(namespace, name))
+
+    def _timed(self, namespace: str, name: str) -> None:
+        started = time.monotonic()
+        try:
+            self._reconcile(namespace, name)
+        except Exception as exc:
+            metrics.RECONCILE_ERRORS.labels("TrainingJob", type(exc).__name__).inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.labels("TrainingJob").observe(time.monotonic() - started)
 
     def forget(self, namespace: str, name: str) -> None:
         self._set_phase_gauge(namespace, name, None)
