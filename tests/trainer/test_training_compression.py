@@ -81,8 +81,9 @@ def test_distilled_student_is_smaller_and_close_to_its_teacher(tmp_path, teacher
     assert metadata["sizeBytes"] < json.loads((teacher_dir / "metadata.json").read_text())["sizeBytes"]
 
 
-def test_a_missing_teacher_is_a_user_error_naming_the_field(tmp_path):
+def test_a_missing_teacher_stops_every_process_with_a_user_error(tmp_path):
     config = {"epochs": 1, "compression": {"distillation": {"teacherPath": str(tmp_path / "nowhere")}}}
-    run = run_gang(tmp_path, config, workers=1)
-    assert run.codes == {"local-worker-0": 2}, run.describe()
-    assert run.result()["error"]["field"] == "spec.trainer.compression.distillation.teacherPath"
+    run = run_gang(tmp_path, config, workers=1, parameter_servers=1, stop_on_failure=False, timeout=60)
+    assert run.codes == {"local-ps-0": 2, "local-worker-0": 2}, run.describe()
+    for name in run.names:
+        assert run.result(name)["error"]["field"] == "spec.trainer.compression.distillation.teacherPath"

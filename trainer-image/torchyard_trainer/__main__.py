@@ -35,7 +35,10 @@ def _spawn_local(env: PodEnv) -> int:
     names = [f"rank{env.rank + k}" for k in range(env.local_world_size)]
     results = local.launch(environs, names=names, on_line=lambda name, line: print(line, flush=True))
     failures = [r.returncode for r in results if r.returncode not in (0, None)]
-    return failures[0] if failures else EXIT_OK
+    if not failures:
+        return EXIT_OK
+    # A child killed by signal N reports -N; a shell would say 128 + N, and so does the pod.
+    return failures[0] if failures[0] > 0 else 128 - failures[0]
 
 
 def main() -> int:

@@ -23,23 +23,35 @@ log = logging.getLogger(__name__)
 
 PRUNING_FIELD = f"{ROOT}.compression.pruning"
 DISTILLATION_FIELD = f"{ROOT}.compression.distillation"
+TEACHER_FIELD = f"{DISTILLATION_FIELD}.teacherPath"
+
+
+def check_teacher(cfg: DistillationConfig, data: Dataset) -> None:
+    """Refuse a teacher that cannot teach on this dataset, reading only its config.json.
+
+    Parameter servers call this too, so a bad teacher stops every process of the job at once.
+    """
+    if data.task != CLASSIFICATION:
+        raise UserError(DISTILLATION_FIELD, "distillation needs a classification dataset")
+    try:
+        config = artifact.read_config(cfg.teacher_path)
+    except (artifact.ArtifactError, OSError) as exc:
+        raise UserError(TEACHER_FIELD, f"cannot load the teacher: {exc}") from None
+    shape, outputs = tuple(config["inputShape"]), config["numOutputs"]
+    if shape != tuple(data.input_shape) or outputs != data.num_outputs:
+        raise UserError(TEACHER_FIELD, f"teacher takes {list(shape)} -> {outputs} outputs; the dataset has "
+                                       f"{list(data.input_shape)} -> {data.num_outputs}")
 
 
 class Teacher:
     """A trained model loaded from an earlier artifact, and the loss that distils it."""
 
     def __init__(self, cfg: DistillationConfig, data: Dataset, device: torch.device):
-        field = f"{DISTILLATION_FIELD}.teacherPath"
-        if data.task != CLASSIFICATION:
-            raise UserError(DISTILLATION_FIELD, "distillation needs a classification dataset")
+        check_teacher(cfg, data)
         try:
             loaded = artifact.load_artifact(cfg.teacher_path)
         except (artifact.ArtifactError, OSError) as exc:
-            raise UserError(field, f"cannot load the teacher: {exc}") from None
-        shape, outputs = tuple(loaded.config["inputShape"]), loaded.config["numOutputs"]
-        if shape != tuple(data.input_shape) or outputs != data.num_outputs:
-            raise UserError(field, f"teacher takes {list(shape)} -> {outputs} outputs; the dataset has "
-                                   f"{list(data.input_shape)} -> {data.num_outputs}")
+            raise UserError(TEACHER_FIELD, f"cannot load the teacher: {exc}") from None
         self.cfg = cfg
         self.module = loaded.module.to(device).eval()
         self.metadata = loaded.metadata

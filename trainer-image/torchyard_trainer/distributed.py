@@ -116,7 +116,12 @@ def leave() -> None:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch, so every process builds the same initial model."""
+    """Seed python, numpy and torch, so every process builds the same initial model.
+
+    cuDNN is also held to deterministic kernels, so a GPU run repeats like a CPU run does.
+    """
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from torchyard.contract import PodEnv
-from torchyard_trainer import checkpoint, distributed
+from torchyard_trainer import checkpoint, compress, distributed
 from torchyard_trainer.config import TrainerConfig, parse_config
 from torchyard_trainer.data import Dataset, load_dataset
 from torchyard_trainer.errors import (EXIT_FAILED, EXIT_OK, EXIT_PEER_LOST, EXIT_USER_ERROR, UserError,
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 def run_parameter_server(process: distributed.Process, config: TrainerConfig, data: Dataset,
                          metrics: TrainerMetrics) -> None:
     """Serve shard ``process.rank`` until every worker is done (or one is lost)."""
+    if config.compression.distillation is not None:
+        compress.check_teacher(config.compression.distillation, data)
     distributed.join(process)
     worker_group(process)  # collective: the workers create their group with every process
     model = initial_model(config, data)

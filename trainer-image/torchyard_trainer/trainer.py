@@ -69,6 +69,7 @@ class Trainer:
         self.sampler = DistributedSampler(range(len(self.x)), num_replicas=process.workers,
                                           rank=process.worker_index, shuffle=True, seed=seed)
         self.steps_per_epoch = math.ceil(len(self.sampler) / batch_size)
+        self.total_epochs = total_epochs
         self.total_steps = self.steps_per_epoch * total_epochs
         self.step = self.epoch = self.batch = 0
         self.resumed_from: int | None = None
@@ -134,7 +135,8 @@ class Trainer:
         self.metrics.samples_per_second.set(rate)
         self.metrics.progress_ratio.set(self.step / self.total_steps if self.total_steps else 1.0)
         if self.reporter is not None:
-            self.reporter.update(self.step, self.total_steps, self.epoch, value, rate * self.process.workers)
+            epoch = min(self.epoch + 1, self.total_epochs)  # 1-based: the epoch under way, or the last one
+            self.reporter.update(self.step, self.total_steps, epoch, value, rate * self.process.workers)
 
     def summary(self) -> dict:
         """Throughput of the whole job for the result: samples of all workers per wall second."""
