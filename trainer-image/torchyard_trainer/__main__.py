@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 from torchyard.contract import ContractError, PodEnv, RESULT_PATH, DEFAULT_RESULT_PATH
@@ -33,7 +34,10 @@ def _spawn_local(env: PodEnv) -> int:
 
     environs = [{CHILD_ENV: str(k), "LOCAL_RANK": str(k)} for k in range(env.local_world_size)]
     names = [f"rank{env.rank + k}" for k in range(env.local_world_size)]
-    results = local.launch(environs, names=names, on_line=lambda name, line: print(line, flush=True))
+    gang = local.start(environs, names=names, on_line=lambda name, line: print(line, flush=True))
+    # The kubelet stops a pod by signalling this process only; pass it on to the children.
+    signal.signal(signal.SIGTERM, lambda signum, frame: [gang.kill(k, signal.SIGTERM) for k in range(len(names))])
+    results = gang.wait()
     failures = [r.returncode for r in results if r.returncode not in (0, None)]
     if not failures:
         return EXIT_OK

@@ -76,7 +76,6 @@ class Trainer:
         self.checkpointing = True
         self.last_eval: dict[str, float] = {}
         self.train_module = strategy.prepare(model)
-        self._loss = torch.zeros(())
         self._samples = 0
         self._busy_seconds = 0.0
         self.wall_seconds = 0.0  # the whole loop, evaluation and checkpoints included
