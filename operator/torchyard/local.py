@@ -154,8 +154,21 @@ def _stream(process: LocalProcess, bar: ProgressBar) -> None:
         bar.log(f"{prefix} {line.rstrip()}")
 
 
+def local_problem(job: TrainingJob) -> str:
+    """What a cluster would provide that a laptop cannot; empty when the job can run here."""
+    distillation = ((job.spec.trainer.get("compression") or {}).get("distillation") or {})
+    if (distillation.get("teacher") or {}).get("modelVersion"):
+        return ("spec.trainer.compression.distillation.teacher.modelVersion names a ModelVersion, which only "
+                "exists in a cluster; locally, give the teacher's artifact directory as teacherPath")
+    return ""
+
+
 def run(job: TrainingJob, workdir: Path, timeout: float | None = None) -> int:
     """Run the job; return 0 when every worker succeeded. Prints a summary either way."""
+    problem = local_problem(job)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     job = _with_identity(job)
     workdir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)

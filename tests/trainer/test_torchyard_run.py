@@ -88,3 +88,9 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().split()[2]
     except OSError:
         return "gone"
+
+
+def test_a_teacher_named_as_a_model_version_is_refused_locally(tmp_path):
+    done = run(["run", str(REPO / "examples" / "pruned-distilled.yaml"), "--output", str(tmp_path / "out")], timeout=60)
+    assert done.returncode == 2
+    assert "teacher.modelVersion" in done.stderr and "teacherPath" in done.stderr
