@@ -14,16 +14,18 @@ pytestmark = pytest.mark.integration
 GRANTED = [  # verb, group, resource, subresource
     ("create", "", "pods", ""), ("delete", "", "pods", ""),
     ("watch", "torchyard.dev", "trainingjobs", ""), ("patch", "torchyard.dev", "trainingjobs", "status"),
-    ("create", "torchyard.dev", "modelversions", ""), ("update", "torchyard.dev", "modeldeployments", "status"),
-    ("create", "apps", "deployments", ""), ("list", "discovery.k8s.io", "endpointslices", ""),
-    ("create", "events.k8s.io", "events", ""), ("list", "apiextensions.k8s.io", "customresourcedefinitions", ""),
-    ("patch", "kopf.dev", "kopfpeerings", ""),
+    ("create", "torchyard.dev", "modelversions", ""), ("patch", "torchyard.dev", "modelversions", "status"),
+    ("create", "apps", "deployments", ""), ("delete", "torchyard.dev", "trainingjobs", ""),
+    ("create", "", "events", ""), ("list", "apiextensions.k8s.io", "customresourcedefinitions", ""),
+    ("patch", "", "services", ""), ("patch", "torchyard.dev", "modeldeployments", "status"),
 ]
 DENIED = [
     ("get", "", "secrets", ""), ("create", "torchyard.dev", "trainingjobs", ""),
     ("delete", "torchyard.dev", "modelversions", ""), ("update", "", "pods", ""),
     ("patch", "", "pods", "status"), ("create", "", "serviceaccounts", ""),
     ("create", "rbac.authorization.k8s.io", "rolebindings", ""), ("delete", "", "namespaces", ""),
+    ("update", "torchyard.dev", "modeldeployments", "status"), ("patch", "torchyard.dev", "modeldeployments", ""),
+    ("patch", "kopf.dev", "kopfpeerings", ""), ("list", "discovery.k8s.io", "endpointslices", ""),
 ]
 
 
