@@ -9,7 +9,7 @@ CLUSTER := $(PY) hack/local-cluster.py
 
 EXAMPLE ?= examples/digits-ps.yaml
 
-.PHONY: run venv test test-unit test-trainer test-integration cluster-up cluster-down bench
+.PHONY: run venv test test-unit test-trainer test-integration cluster-up cluster-down bench lint chart-crds e2e
 
 # Create the virtualenv on first use only; `make venv` reinstalls on demand.
 $(PY):
@@ -60,3 +60,20 @@ bench: $(PY)
 			echo "== $$script"; $(PY) "$$script" || exit 1; \
 		done; \
 	fi
+
+# helm lint (strict) of the chart and shellcheck of every shell script; the chart's CRDs must be
+# the repository's (tests/unit/test_chart.py checks it too).
+SHELL_SCRIPTS := $(wildcard hack/*.sh) .ci/run
+lint: $(PY)
+	@helm=$$($(CLUSTER) which helm) || { echo "helm is not built: bash hack/build-control-plane.sh" >&2; exit 1; }; \
+	echo "$$helm lint --strict charts/torchyard"; "$$helm" lint --strict charts/torchyard
+	shellcheck $(SHELL_SCRIPTS)
+
+# Copy crds/ (the one source) into the chart after changing a CRD.
+chart-crds:
+	cp crds/*.yaml charts/torchyard/crds/
+
+# The integration tests and tests/e2e on a kind cluster with real images (needs Docker and kind;
+# says so and exits 0 without them). See docs/install.md.
+e2e: $(PY)
+	bash hack/kind-e2e.sh
