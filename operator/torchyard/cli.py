@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import sys
 from dataclasses import dataclass
 
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--http-port", type=int, default=8080, help="port of the health/metrics/progress endpoint")
     op.add_argument("--peering", help="kopf peering name: run several replicas, one active (needs the peering CRDs)")
     op.add_argument("--standalone", action="store_true", help="no peering (one replica); the default")
+    op.add_argument("--priority", type=int,
+                    help="peering priority: the live replica with the highest acts (default: random, so that "
+                         "replicas never tie; kopf pauses every replica of a tied priority)")
     op.add_argument("--workers", type=int, default=8, help="reconciles that may run at once")
     op.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -84,9 +88,17 @@ def run_operator(args: argparse.Namespace) -> int:
         namespaces=args.namespaces or [],
         standalone=not args.peering,
         peering_name=args.peering,
+        priority=peering_priority(args),
         memo=kopf.Memo(options=options),
     )
     return 0
+
+
+def peering_priority(args: argparse.Namespace) -> int:
+    """The given priority; with peering and none given, a random one in 1..2**30, so replicas do not tie."""
+    if args.priority is not None:
+        return args.priority
+    return secrets.randbelow(1 << 30) + 1 if args.peering else 0
 
 
 def run_rollback(args: argparse.Namespace) -> int:
