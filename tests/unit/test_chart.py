@@ -278,7 +278,7 @@ def test_progress_key_is_random_per_install_and_kept_by_lookup_on_upgrade():
     assert 'lookup "v1" "Secret" .Release.Namespace $name' in (CHART / "templates" / "secret.yaml").read_text()
 
 
-def test_an_existing_secret_replaces_the_generated_one():
+def test_an_existing_secret_replaces_the_charts_own():
     docs = render({"progress": {"existingSecret": "my-key"}})
     assert not [d for d in docs if d["kind"] == "Secret"]
     ref = next(v for v in container(docs)["env"] if v["name"] == "TORCHYARD_PROGRESS_KEY")["valueFrom"]
