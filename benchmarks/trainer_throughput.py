@@ -1,16 +1,19 @@
 """Trainer throughput against a minimal hand-written DDP loop, measured in one run.
 
-Three ways to train the same model on the same data with the same batch size and epochs:
+Two comparisons, each in one gang of processes on this machine:
 
-  ddp-baseline   a plain DistributedDataParallel loop written here (no checkpoints, no metrics)
-  torchyard-ddp  the bundled trainer, AllReduce strategy, exactly as a pod runs it
-  torchyard-ps   the bundled trainer, ParameterServer strategy (Sync), with --servers shards
+  torchyard-ddp vs ddp-baseline   the bundled trainer's AllReduce path against a plain loop
+  torchyard-ps  vs ddp-baseline   the ParameterServer path (Sync, --servers shards) against it
 
-Each variant runs --rounds times, interleaved, and the median samples/s is reported; the
-trainer's figure covers its whole training loop, per-epoch evaluation and checkpoints included.
-Prints figures and ratios; it never passes or fails. Example:
+The plain loop is what the PyTorch DDP tutorial writes: DistributedDataParallel, a
+DistributedSampler, in-memory batches, SGD; after each epoch rank 0 evaluates on the held-out split
+and saves a snapshot. The bundled trainer's epoch is its real one (the Trainer class and strategy a
+pod runs): steps with metrics and progress, sharded evaluation, a checkpoint. Every worker runs
+one epoch of each in turn, --epochs times, so both meet the same load on a busy machine; the
+figures are total samples over total seconds of each. Prints figures and ratios; it never passes or
+fails. Example:
 
-    python benchmarks/trainer_throughput.py --workers 2 --rounds 3
+    python benchmarks/trainer_throughput.py --workers 2 --epochs 6
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,70 +42,103 @@ def _config(args: argparse.Namespace) -> dict:
     }
 
 
-def _env() -> dict[str, str]:
-    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TORCHYARD_METRICS_BIND_ADDRESS": "127.0.0.1"}
-
-
-def run_trainer(args: argparse.Namespace, servers: int) -> float:
-    """Samples/s the bundled trainer reports for one whole job."""
+def compare(args: argparse.Namespace, servers: int) -> dict:
+    """Run one gang; returns worker 0's figures."""
     with tempfile.TemporaryDirectory() as root:
         names, environs = local.gang_environs(
             config=_config(args), workers=args.workers, parameter_servers=servers,
             checkpoint_dir=f"{root}/c", model_dir=f"{root}/m", result_dir=f"{root}/r")
-        results = local.launch([{**e, **_env()} for e in environs], names=names, timeout=1800)
+        extra = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TORCHYARD_METRICS_BIND_ADDRESS": "127.0.0.1"}
+        command = [sys.executable, __file__, "--rank-process", *sys.argv[1:]]
+        results = local.launch([{**e, **extra} for e in environs], names=names, command=command, timeout=3600)
         if any(r.returncode != 0 for r in results):
             raise SystemExit("\n".join(line for r in results for line in r.output[-20:]))
-        lead = next(n for n in names if "-worker-0" in n)
-        return json.loads(Path(root, "r", f"{lead}.json").read_text())["training"]["samplesPerSecond"]
+        return json.loads(results[servers].output[-1])
 
 
-def run_baseline(args: argparse.Namespace) -> float:
-    """Samples/s of the hand-written loop (this file, re-run once per rank)."""
-    port = local.free_port()
-    environs = [{**_env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(r),
-                 "WORLD_SIZE": str(args.workers)} for r in range(args.workers)]
-    command = [sys.executable, __file__, "--baseline-rank", *sys.argv[1:]]
-    results = local.launch(environs, command=command, timeout=1800)
-    if any(r.returncode != 0 for r in results):
-        raise SystemExit("\n".join(line for r in results for line in r.output[-20:]))
-    return json.loads(results[0].output[-1])["samplesPerSecond"]
-
-
-def baseline_rank(args: argparse.Namespace) -> None:
-    """The plain loop: DDP, DistributedSampler, in-memory batches, SGD; prints samples/s on rank 0."""
+def rank_process(args: argparse.Namespace) -> None:
+    """One process of the gang: a parameter server, or a worker alternating the two loops."""
     import torch
-    import torch.distributed as dist
-    import torch.nn.functional as F
-    from torch.nn.parallel import DistributedDataParallel
-    from torch.utils.data import DistributedSampler
 
+    from torchyard.contract import PodEnv
+    from torchyard_trainer import checkpoint, distributed, runner, worker
     from torchyard_trainer.config import parse_config
     from torchyard_trainer.data import load_dataset
-    from torchyard_trainer.models import build_model
+    from torchyard_trainer.evaluation import task_loss
+    from torchyard_trainer.metrics import TrainerMetrics
 
+    torch.set_num_threads(1)
+    process = distributed.Process.from_env(PodEnv.from_environ())
     config = parse_config(_config(args))
     data = load_dataset(config.dataset, config.seed)
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.manual_seed(config.seed)
-    model = DistributedDataParallel(build_model(config.model.architecture(), data.input_shape, data.num_outputs))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    sampler = DistributedSampler(range(len(data.x_train)), num_replicas=world, rank=rank, seed=config.seed)
-    samples, started = 0, time.perf_counter()
+    metrics = TrainerMetrics("bench", process.role, process.rank)
+    if process.is_parameter_server:
+        runner.run_parameter_server(process, config, data, metrics)
+        return
+    distributed.join(process)
+    group = worker.worker_group(process)
+    model = worker.initial_model(config, data)
+    strategy = worker.build_strategy(process, config, model, group)
+    checkpoint.restore(process.env.checkpoint_dir, worker.run_fingerprint(process, config), False, process.lead_rank)
+    trainer = worker.build_trainer(process, config, data, model, strategy, task_loss(data.task), metrics, None)
+    baseline = PlainLoop(process, config, data, group)
+    seconds = {"ddp-baseline": 0.0, "torchyard": 0.0}
     for epoch in range(config.epochs):
-        sampler.set_epoch(epoch)
-        order = torch.as_tensor(list(sampler))
-        for i in range(0, len(order), config.batch_size):
-            index = order[i:i + config.batch_size]
-            loss = F.cross_entropy(model(data.x_train[index]), data.y_train[index])
-            optimizer.zero_grad(set_to_none=True)
+        started = time.perf_counter()
+        baseline.epoch(epoch)
+        seconds["ddp-baseline"] += time.perf_counter() - started
+        started = time.perf_counter()
+        trainer.train(epoch + 1)
+        seconds["torchyard"] += time.perf_counter() - started
+    strategy.finish()
+    trainer.close()
+    samples = baseline.samples * process.workers
+    if process.is_lead:
+        print(json.dumps({name: samples / s for name, s in seconds.items()}), flush=True)
+
+
+class PlainLoop:
+    """The hand-written DDP loop, one epoch per call."""
+
+    def __init__(self, process, config, data, group):
+        import torch
+        from torch.nn.parallel import DistributedDataParallel
+        from torch.utils.data import DistributedSampler
+
+        from torchyard_trainer.models import build_model
+
+        torch.manual_seed(config.seed)
+        self.rank = process.worker_index
+        self.data = data
+        self.batch_size = config.batch_size
+        net = build_model(config.model.architecture(), data.input_shape, data.num_outputs)
+        self.model = DistributedDataParallel(net, process_group=group)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9)
+        self.sampler = DistributedSampler(range(len(data.x_train)), num_replicas=process.workers,
+                                          rank=process.worker_index, seed=config.seed)
+        self.snapshot = Path(tempfile.mkdtemp()) / "snapshot.pt"
+        self.samples = 0
+
+    def epoch(self, epoch: int) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        self.sampler.set_epoch(epoch)
+        order = torch.as_tensor(list(self.sampler))
+        for i in range(0, len(order), self.batch_size):
+            index = order[i:i + self.batch_size]
+            loss = F.cross_entropy(self.model(self.data.x_train[index]), self.data.y_train[index])
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            samples += len(index)
-    seconds = time.perf_counter() - started
-    if rank == 0:
-        print(json.dumps({"samplesPerSecond": samples * world / seconds}), flush=True)
-    dist.destroy_process_group()
+            self.optimizer.step()
+            self.samples += len(index)
+        if self.rank == 0:
+            self.model.eval()
+            with torch.no_grad():
+                accuracy = (self.model.module(self.data.x_test).argmax(dim=1) == self.data.y_test).float().mean()
+            self.model.train()
+            torch.save({"model": self.model.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "epoch": epoch, "accuracy": float(accuracy)}, self.snapshot)
 
 
 def main() -> None:
@@ -115,26 +149,18 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=256)
     parser.add_argument("--hidden", type=int, nargs="+", default=[512, 512])
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--baseline-rank", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--rank-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.baseline_rank:
-        baseline_rank(args)
+    if args.rank_process:
+        rank_process(args)
         return
-    figures: dict[str, list[float]] = {"ddp-baseline": [], "torchyard-ddp": [], "torchyard-ps": []}
-    for round_ in range(args.rounds):
-        figures["ddp-baseline"].append(run_baseline(args))
-        figures["torchyard-ddp"].append(run_trainer(args, servers=0))
-        figures["torchyard-ps"].append(run_trainer(args, servers=args.servers))
-        print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in figures.items()), flush=True)
-    median = {k: statistics.median(v) for k, v in figures.items()}
-    print(f"\nworkers {args.workers}, MLP {args.hidden}, batch {args.batch_size}, {args.samples} samples x "
-          f"{args.features} features, {args.epochs} epochs, median of {args.rounds} rounds")
-    for name, value in median.items():
-        print(f"  {name:14s} {value:10.0f} samples/s")
-    print(f"  torchyard-ddp / ddp-baseline = {median['torchyard-ddp'] / median['ddp-baseline']:.3f}")
-    print(f"  torchyard-ps ({args.servers} server) / ddp-baseline = {median['torchyard-ps'] / median['ddp-baseline']:.3f}")
+    print(f"workers {args.workers}, MLP {args.hidden}, batch {args.batch_size} per worker, {args.samples} samples x "
+          f"{args.features} features, {args.epochs} epochs of each loop, interleaved")
+    for name, servers in (("torchyard-ddp", 0), (f"torchyard-ps ({args.servers} server)", args.servers)):
+        figures = compare(args, servers)
+        print(f"  {name:24s} {figures['torchyard']:9.0f} samples/s   ddp-baseline {figures['ddp-baseline']:9.0f} "
+              f"samples/s   ratio {figures['torchyard'] / figures['ddp-baseline']:.3f}", flush=True)
 
 
 if __name__ == "__main__":

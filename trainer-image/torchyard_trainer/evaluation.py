@@ -1,4 +1,8 @@
-"""Evaluation on the held-out split, and the loss used for training."""
+"""Evaluation on the held-out split, and the loss used for training.
+
+Metrics are computed from sums (of losses, hits, errors and counts) so that several workers can
+each evaluate a slice of the split and add their sums with one all-reduce.
+"""
 
 from __future__ import annotations
 
@@ -34,16 +38,33 @@ def predict(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Te
         model.train(was_training)
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str,
-             device: torch.device = torch.device("cpu")) -> dict[str, float]:
-    """loss and accuracy (classification) or loss, mse and mae (regression) on ``x``, ``y``."""
-    outputs = predict(model, x, device)
+def evaluation_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str,
+                    device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """float64 ``[loss sum, hits or squared-error sum, absolute-error sum, count]`` over ``x``, ``y``."""
+    if len(x) == 0:
+        return torch.zeros(4, dtype=torch.float64)
+    outputs = predict(model, x, device).double()
     y = y.cpu()
     if task == REGRESSION:
-        error = outputs.reshape(y.shape) - y
-        mse = float((error**2).mean())
-        return {"loss": mse, "mse": mse, "mae": float(error.abs().mean())}
-    return {
-        "loss": float(F.cross_entropy(outputs, y)),
-        "accuracy": float((outputs.argmax(dim=1) == y).float().mean()),
-    }
+        error = outputs.reshape(y.shape) - y.double()
+        per_sample = (error**2).flatten(1).mean(dim=1)
+        return torch.stack([per_sample.sum(), per_sample.sum(), error.abs().flatten(1).mean(dim=1).sum(),
+                            torch.tensor(float(len(y)), dtype=torch.float64)])
+    loss = F.cross_entropy(outputs, y, reduction="sum")
+    hits = (outputs.argmax(dim=1) == y).sum().double()
+    return torch.stack([loss, hits, torch.zeros((), dtype=torch.float64), torch.tensor(float(len(y)), dtype=torch.float64)])
+
+
+def metrics_from_sums(sums: torch.Tensor, task: str) -> dict[str, float]:
+    """loss and accuracy (classification) or loss, mse and mae (regression)."""
+    loss, second, absolute, count = (float(v) for v in sums.cpu())
+    count = max(count, 1.0)
+    if task == REGRESSION:
+        return {"loss": loss / count, "mse": second / count, "mae": absolute / count}
+    return {"loss": loss / count, "accuracy": second / count}
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str,
+             device: torch.device = torch.device("cpu")) -> dict[str, float]:
+    """Metrics of ``model`` on all of ``x``, ``y`` in this process."""
+    return metrics_from_sums(evaluation_sums(model, x, y, task, device), task)

@@ -22,7 +22,7 @@ from torch.utils.data import DistributedSampler
 from torchyard_trainer import checkpoint
 from torchyard_trainer.data import Dataset
 from torchyard_trainer.distributed import Process, rng_state, set_rng_state
-from torchyard_trainer.evaluation import evaluate
+from torchyard_trainer.evaluation import evaluation_sums, metrics_from_sums
 from torchyard_trainer.metrics import TrainerMetrics
 from torchyard_trainer.progress import ProgressReporter
 
@@ -38,7 +38,7 @@ class Strategy(Protocol):
     group: dist.ProcessGroup | None
 
     def prepare(self, model: nn.Module) -> nn.Module: ...
-    def update(self, loss: torch.Tensor) -> float: ...
+    def update(self, loss: torch.Tensor) -> float | None: ...  # communication seconds, if measured
     def checkpoint_state(self) -> dict: ...
     def load(self, state: dict) -> None: ...
     def synchronize(self) -> None: ...
@@ -95,12 +95,22 @@ class Trainer:
         while self.epoch < until_epoch:
             self._run_epoch(self.epoch)
             self.epoch, self.batch = self.epoch + 1, 0
+            self.last_eval = self._evaluate()
             if self.process.is_lead:
-                self.last_eval = evaluate(self.model, self.data.x_test, self.data.y_test, self.data.task, self.device)
                 log.info("epoch %d: %s", self.epoch, _fmt(self.last_eval))
             if self.checkpointing:
                 self._checkpoint()
         self.wall_seconds += time.perf_counter() - started
+
+    def _evaluate(self) -> dict[str, float]:
+        """Held-out metrics, each worker scoring every n-th sample and one all-reduce adding them up."""
+        workers, index = self.process.workers, self.process.worker_index
+        sums = evaluation_sums(self.model, self.data.x_test[index::workers], self.data.y_test[index::workers],
+                               self.data.task, self.device)
+        if self.process.backend == "nccl":
+            sums = sums.to(self.device)
+        dist.all_reduce(sums, group=self.strategy.group)
+        return metrics_from_sums(sums, self.data.task)
 
     def _run_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
@@ -122,7 +132,8 @@ class Trainer:
         self._busy_seconds += elapsed
         self._samples += len(inputs)
         self.metrics.step_seconds.observe(elapsed)
-        self.metrics.communication_seconds.observe(communication)
+        if communication is not None:
+            self.metrics.communication_seconds.observe(communication)
         self.metrics.steps.inc()
         if self.step % _LOSS_READ_EVERY == 0 or self.batch + 1 == self.steps_per_epoch:
             self._publish(loss.detach())
@@ -142,6 +153,7 @@ class Trainer:
         total = self._samples * self.process.workers
         return {
             "samplesPerSecond": round(total / self.wall_seconds, 1) if self.wall_seconds else 0.0,
+            "stepSamplesPerSecond": round(self.samples_per_second() * self.process.workers, 1),
             "seconds": round(self.wall_seconds, 3),
             "resumedFromStep": self.resumed_from,
         }

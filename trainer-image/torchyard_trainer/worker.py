@@ -43,7 +43,8 @@ def worker_group(process: distributed.Process) -> dist.ProcessGroup | None:
     return dist.new_group(list(range(process.parameter_servers, process.world_size)))
 
 
-def _strategy(process: distributed.Process, config: TrainerConfig, model, group):
+def build_strategy(process: distributed.Process, config: TrainerConfig, model, group):
+    """AllReduce or the parameter-server client, as the pod's strategy says."""
     if process.env.strategy == STRATEGY_PARAMETER_SERVER:
         plan = plan_shards([p.numel() for p in model.parameters()], process.parameter_servers)
         return ParameterServerClient(process, plan, group, distributed.timeout_seconds())
@@ -54,7 +55,8 @@ def run_fingerprint(process: distributed.Process, config: TrainerConfig) -> str:
     return checkpoint.fingerprint(config, process.env.strategy, process.workers, process.parameter_servers)
 
 
-def _trainer(process, config, data, model, strategy, loss_fn, metrics, reporter) -> Trainer:
+def build_trainer(process, config, data, model, strategy, loss_fn, metrics, reporter) -> Trainer:
+    """The training loop over ``config``'s epochs (fine-tuning included), checkpointing where the pod says."""
     return Trainer(
         process, model, data, strategy, loss_fn=loss_fn, batch_size=config.batch_size, seed=config.seed,
         total_epochs=config.epochs + config.fine_tune_epochs, metrics=metrics, reporter=reporter,
@@ -70,7 +72,7 @@ def run_worker(process: distributed.Process, config: TrainerConfig, data: Datase
     group = worker_group(process)
     model = initial_model(config, data).to(process.device)
     distributed.seed_everything(config.seed + 1 + process.worker_index)  # dropout differs per worker
-    strategy = _strategy(process, config, model, group)
+    strategy = build_strategy(process, config, model, group)
     # Before any point-to-point traffic: parameter servers take part in this broadcast too.
     state = checkpoint.restore(process.env.checkpoint_dir, run_fingerprint(process, config),
                                process.is_lead, process.lead_rank)
@@ -79,7 +81,7 @@ def run_worker(process: distributed.Process, config: TrainerConfig, data: Datase
         env = process.env
         reporter = ProgressReporter(env.progress_url, env.progress_token, config.progress_interval_seconds).start()
     loss_fn = teacher.loss if teacher else task_loss(data.task)
-    trainer = _trainer(process, config, data, model, strategy, loss_fn, metrics, reporter)
+    trainer = build_trainer(process, config, data, model, strategy, loss_fn, metrics, reporter)
     if state is not None:
         trainer.load(state)
     try:
