@@ -13,7 +13,7 @@ import signal
 import sys
 
 from torchyard.contract import ContractError, PodEnv, RESULT_PATH, DEFAULT_RESULT_PATH
-from torchyard_trainer.errors import EXIT_OK, EXIT_PEER_LOST, EXIT_USER_ERROR
+from torchyard_trainer.errors import EXIT_OK, EXIT_USER_ERROR
 
 # Set by the per-GPU spawner for its children; a process that has it never spawns again.
 CHILD_ENV = "TORCHYARD_LOCAL_RANK"
@@ -66,10 +66,12 @@ def main() -> int:
 
 if __name__ == "__main__":
     code = main()
-    if code == EXIT_PEER_LOST:
-        # Threads may still be blocked in a receive from the lost peer; a normal interpreter exit
-        # would wait on them or abort, so leave at once with the code the operator expects.
+    if code != EXIT_OK:
+        # After a failure, threads may still be blocked in a receive from a peer; a normal
+        # interpreter exit would wait on them or abort, so leave at once with the code the
+        # operator expects (the result is already written).
         logging.shutdown()
         sys.stdout.flush()
+        sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
