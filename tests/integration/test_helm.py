@@ -197,8 +197,11 @@ def test_install_upgrade_uninstall_with_the_operator_under_the_charts_account(
     assert release.secret_key() == key, "an upgrade must keep the progress key"
     operator.stop()
     upgraded = start_operator(release, f"--namespace={namespace}")
-    # A token handed to a pod before the upgrade is still accepted by the upgraded operator.
-    assert post_progress(upgraded.url, env, 20) == 202
+    # A token handed to a pod before the upgrade is still accepted by the upgraded operator (which
+    # answers 404 until its first pass has seen the job; a changed key would answer 403).
+    answer = wait_for(lambda: (code := post_progress(upgraded.url, env, 20)) != 404 and code,
+                      "the upgraded operator to know the job", timeout=30)
+    assert answer == 202
     submit(cluster, namespace, "after")
     wait_for(lambda: phase(cluster, namespace, "after") == "Running", "a job Running after the upgrade", timeout=60)
 
