@@ -17,6 +17,7 @@ class OperatorOptions:
     http_host: str
     http_port: int
     peering: str | None
+    priority: int
     workers: int
     settings: Settings
 
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_operator(args: argparse.Namespace) -> int:
     import kopf
 
-    import torchyard.handlers.lifecycle  # noqa: F401  registers the handlers
+    import torchyard.handlers.lifecycle  # noqa: F401  importing registers the handlers with kopf
+    import torchyard.handlers.modeldeployment  # noqa: F401
     import torchyard.handlers.trainingjob  # noqa: F401
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -80,6 +82,7 @@ def run_operator(args: argparse.Namespace) -> int:
         http_host=args.http_host,
         http_port=args.http_port,
         peering=args.peering,
+        priority=peering_priority(args),
         workers=args.workers,
         settings=Settings.from_environ(),
     )
@@ -88,7 +91,7 @@ def run_operator(args: argparse.Namespace) -> int:
         namespaces=args.namespaces or [],
         standalone=not args.peering,
         peering_name=args.peering,
-        priority=peering_priority(args),
+        priority=options.priority,
         memo=kopf.Memo(options=options),
     )
     return 0

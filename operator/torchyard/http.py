@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import json
 import logging
 from typing import Callable
 
+import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from torchyard import metrics
-from torchyard.progress import ProgressError, ProgressStore, clean_report, job_token
+from torchyard.progress import ProgressError, clean_report
 
 log = logging.getLogger(__name__)
 MAX_REPORT_BYTES = 4096
 
 
-def build_app(
-    store: ProgressStore,
-    key: bytes,
-    uid_of: Callable[[str, str], str | None],
-    on_report: Callable[[str, str], None] | None = None,
-) -> web.Application:
-    """`uid_of(namespace, name)` returns the uid of a job the operator knows, else None."""
+def build_app(accept_progress: Callable[[str, str, str, dict], tuple[int, str]]) -> web.Application:
+    """`accept_progress(namespace, name, token, report)` checks and records a report (blocking I/O:
+    it runs in a thread) and returns an HTTP status and a message."""
     routes = web.RouteTableDef()
 
     @routes.get("/healthz")
@@ -38,22 +35,21 @@ def build_app(
     @routes.post("/v1/progress/{namespace}/{name}")
     async def report(request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
-        uid = uid_of(namespace, name)
-        if uid is None:
-            return _error(404, f"no TrainingJob {namespace}/{name} is known to this operator")
-        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(supplied, job_token(key, namespace, name, uid)):
-            return _error(403, "bearer token does not belong to this job")
         if (request.content_length or 0) > MAX_REPORT_BYTES:
             return _error(413, f"progress report larger than {MAX_REPORT_BYTES} bytes")
         try:
             values = clean_report(json.loads(await request.text()))
         except (json.JSONDecodeError, ProgressError) as exc:
             return _error(400, str(exc))
-        store.put(namespace, name, uid, values)
-        if on_report is not None:
-            on_report(namespace, name)
-        return web.json_response({"accepted": True}, status=202)
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        try:
+            status, message = await asyncio.to_thread(accept_progress, namespace, name, token, values)
+        except (kopf.TemporaryError, kopf.PermanentError) as exc:
+            log.warning("progress report for %s/%s: %s", namespace, name, exc)
+            return _error(503, "could not record the report; send the next one")
+        if status >= 400:
+            return _error(status, message)
+        return web.json_response({"accepted": True}, status=status)
 
     app = web.Application(client_max_size=MAX_REPORT_BYTES * 4)
     app.add_routes(routes)

@@ -19,9 +19,9 @@ from torchyard.api.trainingjob import TrainingJob, parse_training_job
 from torchyard.builders.pods import build_pod, build_service
 from torchyard.builders.strategies import strategy_for
 from torchyard.kube.client import Kube
-from torchyard.progress import ProgressStore
+from torchyard.progress import token_matches
 from torchyard.reconcile.conditions import timestamp
-from torchyard.reconcile.decide import Observed, Plan, decide, invalid_spec
+from torchyard.reconcile.decide import TERMINAL, Observed, Plan, decide, invalid_spec
 from torchyard.reconcile.observe import parse_time, view_pod
 from torchyard.registry import ModelRegistry
 from torchyard.settings import Settings
@@ -30,15 +30,12 @@ log = logging.getLogger(__name__)
 
 
 class JobReconciler:
-    def __init__(self, kube: Kube, settings: Settings, progress: ProgressStore | None = None):
+    def __init__(self, kube: Kube, settings: Settings):
         self.kube = kube
         self.settings = settings
-        self.progress = progress or ProgressStore()
         self.registry = ModelRegistry(kube)
         self._passes = Coalescer()
         self._phases: dict[tuple[str, str], str] = {}
-        # uid of every job seen, so a progress report can be checked without an API call.
-        self.uids: dict[tuple[str, str], str] = {}
 
     def reconcile(self, namespace: str, name: str) -> None:
         self._passes.run((namespace, name), lambda: self._timed(namespace, name))
@@ -55,8 +52,6 @@ class JobReconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self._set_phase_gauge(namespace, name, None)
-        self.progress.forget(namespace, name)
-        self.uids.pop((namespace, name), None)
 
     def _reconcile(self, namespace: str, name: str) -> None:
         obj = self.kube.get_job(namespace, name)
@@ -64,7 +59,6 @@ class JobReconciler:
             self.forget(namespace, name)
             return
         previous = obj.get("status") or {}
-        self.uids[(namespace, name)] = obj["metadata"].get("uid", "")
         now = datetime.now(timezone.utc)
         try:
             job = parse_training_job(obj)
@@ -81,15 +75,10 @@ class JobReconciler:
 
     def _observe(self, job: TrainingJob, now: datetime) -> Observed:
         pods = tuple(view_pod(p) for p in self.kube.list_job_pods(job.namespace, job.name))
-        report = self.progress.get(job.namespace, job.name, job.uid)
-        progress = None
-        if report is not None:
-            progress = dict(report.values, updateTime=timestamp(datetime.fromtimestamp(report.received, timezone.utc)))
         return Observed(
             pods=pods,
             service_exists=self.kube.service_exists(job.namespace, job.name),
             now=now,
-            progress=progress,
             stuck_terminating_seconds=self.settings.stuck_terminating_seconds,
         )
 
@@ -123,6 +112,20 @@ class JobReconciler:
             if phase == "Running" and status.get("attempt", 0) == 0 and not previous.get("phase") == "Running":
                 self._observe_time_to_running(obj)
         self._set_phase_gauge(job.namespace, job.name, phase)
+
+    def accept_progress(self, namespace: str, name: str, token: str, report: dict) -> tuple[int, str]:
+        """A pod's progress report, written straight into the job's status by whichever replica got
+        it. Returns an HTTP status and a message for the pod."""
+        obj = self.kube.get_job(namespace, name)
+        if obj is None:
+            return 404, f"no TrainingJob {namespace}/{name}"
+        if not token_matches(self.settings.progress_key, namespace, name, obj["metadata"].get("uid", ""), token):
+            return 403, "bearer token does not belong to this job"
+        if (obj.get("status") or {}).get("phase") in TERMINAL:
+            return 409, f"TrainingJob {namespace}/{name} has finished"
+        progress = dict(report, updateTime=timestamp(datetime.now(timezone.utc)))
+        self.kube.patch_job_status(namespace, name, {"progress": progress})
+        return 202, "accepted"
 
     def _reject(self, obj: dict, previous: dict, exc: SpecError, now: datetime) -> None:
         meta = obj["metadata"]

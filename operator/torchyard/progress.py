@@ -1,16 +1,14 @@
 """Live progress reported by training pods, and the tokens that let a pod report for its job only.
 
 A pod proves which job it belongs to with an HMAC of the job's identity under the operator's key;
-the operator recomputes it on each report, so it stores no secrets per job.
+the operator recomputes it on each report, so it stores no secrets per job. Any replica of the
+operator can take a report: it goes straight into the job's status.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
-import time
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 from torchyard import contract
@@ -19,6 +17,10 @@ from torchyard import contract
 def job_token(key: bytes, namespace: str, name: str, uid: str) -> str:
     message = f"{namespace}/{name}/{uid}".encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def token_matches(key: bytes, namespace: str, name: str, uid: str, supplied: str) -> bool:
+    return hmac.compare_digest(supplied, job_token(key, namespace, name, uid))
 
 
 def progress_path(namespace: str, name: str) -> str:
@@ -44,30 +46,3 @@ def clean_report(body: Any) -> dict[str, float]:
     if "percent" in report:
         report["percent"] = round(min(100.0, max(0.0, float(report["percent"]))), 1)
     return report
-
-
-@dataclass(frozen=True)
-class Report:
-    values: dict[str, float]
-    received: float  # unix time
-
-
-class ProgressStore:
-    """The latest report per job, in memory; status.progress keeps it across restarts."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._reports: dict[tuple[str, str, str], Report] = {}
-
-    def put(self, namespace: str, name: str, uid: str, values: dict[str, float]) -> None:
-        with self._lock:
-            self._reports[(namespace, name, uid)] = Report(values, time.time())
-
-    def get(self, namespace: str, name: str, uid: str) -> Report | None:
-        with self._lock:
-            return self._reports.get((namespace, name, uid))
-
-    def forget(self, namespace: str, name: str) -> None:
-        with self._lock:
-            for key in [k for k in self._reports if k[:2] == (namespace, name)]:
-                del self._reports[key]

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from harness.waits import wait_for
 
 GROUP, VERSION, PLURAL = "torchyard.dev", "v1alpha1", "trainingjobs"

@@ -401,10 +401,10 @@ def _status_sequence():
         (job(), (pod("worker", 0, "Succeeded", attempt=2, message=result), pod("worker", 1, "Succeeded", attempt=2))),
         (job(PARAMETER_SERVER), (pod("ps", 0, job_name="ps"), pod("worker", 0, job_name="ps"))),
     ]
-    status: dict = {}
+    status: dict = {"progress": report}
     for parsed, pods in steps:
-        previous = {} if parsed.name != steps[0][0].name else status
-        status = decide(parsed, previous, Observed(pods=pods, service_exists=True, now=NOW, progress=report)).status
+        previous = {"progress": report} if parsed.name != steps[0][0].name else status
+        status = decide(parsed, previous, Observed(pods=pods, service_exists=True, now=NOW)).status
         yield status
     yield invalid_spec({}, "spec.trainer.model.name", "must be one of mlp, cnn, module", NOW, 1)
 

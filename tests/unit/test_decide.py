@@ -7,15 +7,15 @@ from datetime import timedelta
 
 import pytest
 
-from jobs import ALLREDUCE_CPU, NOW, PARAMETER_SERVER, job, pod
+from jobs import NOW, PARAMETER_SERVER, job, pod
 from torchyard.reconcile.decide import INFRASTRUCTURE_RESTART_LIMIT, Observed, decide, invalid_spec
 
 RUNNING = {"phase": "Running", "startTime": "2026-01-01T11:00:00Z", "attemptStartTime": "2026-01-01T11:00:00Z",
            "attempt": 0, "restarts": 0, "conditions": []}
 
 
-def observe(*pods, service=True, now=NOW, progress=None):
-    return Observed(pods=tuple(pods), service_exists=service, now=now, progress=progress)
+def observe(*pods, service=True, now=NOW):
+    return Observed(pods=tuple(pods), service_exists=service, now=now)
 
 
 def condition(status, kind):
@@ -260,9 +260,9 @@ def test_a_job_created_suspended_creates_nothing():
     assert plan.status["phase"] == "Suspended"
 
 
-def test_progress_report_lands_in_status_while_running():
+def test_progress_written_by_a_report_survives_the_reconcile():
     report = {"step": 10, "totalSteps": 100, "percent": 10.0, "updateTime": "2026-01-01T11:59:59Z"}
-    plan = decide(job(), RUNNING, observe(pod("worker", 0), pod("worker", 1), progress=report))
+    plan = decide(job(), {**RUNNING, "progress": report}, observe(pod("worker", 0), pod("worker", 1)))
     assert plan.status["progress"] == report
 
 

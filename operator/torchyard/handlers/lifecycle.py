@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timezone
 
 import kopf
 
-from torchyard.handlers.modeldeployment import resync_serving
-from torchyard.handlers.trainingjob import resync_forever
+from torchyard.handlers.resync import resync_forever
 from torchyard.http import Server, build_app
 from torchyard.jobs import JobReconciler
 from torchyard.kube.client import Kube, load_config
-from torchyard.progress import ProgressStore
+from torchyard.peering import acting
 from torchyard.serving import ServingReconciler
 
 
@@ -31,15 +31,24 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
         settings.peering.standalone = True
 
     load_config()
-    store = ProgressStore()
-    memo.jobs = JobReconciler(Kube(), options.settings, store)
-    app = build_app(store, options.settings.progress_key, lambda ns, n: memo.jobs.uids.get((ns, n)))
-    memo.server = Server(app, options.http_host, options.http_port)
+    kube = Kube()
+    memo.jobs = JobReconciler(kube, options.settings)
+    memo.serving = ServingReconciler(kube, options.settings)
+    memo.server = Server(build_app(memo.jobs.accept_progress), options.http_host, options.http_port)
     await memo.server.start()
-    memo.resync = asyncio.create_task(resync_forever(memo.jobs, options.namespaces, options.settings.resync_seconds))
-    memo.serving = ServingReconciler(memo.jobs.kube, options.settings)
-    memo.serving_resync = asyncio.create_task(
-        resync_serving(memo.serving, options.namespaces, options.settings.resync_seconds))
+
+    def this_replica_acts() -> bool:
+        if not options.peering:
+            return True
+        scope = options.namespaces[0] if options.namespaces else None
+        return acting(kube.peers(options.peering, scope), options.priority, datetime.now(timezone.utc))
+
+    interval = options.settings.resync_seconds
+    memo.resync = asyncio.create_task(resync_forever(
+        "TrainingJob", kube.list_jobs, memo.jobs.reconcile, options.namespaces, interval, this_replica_acts))
+    memo.serving_resync = asyncio.create_task(resync_forever(
+        "ModelDeployment", memo.serving.kube.list_model_deployments, memo.serving.reconcile, options.namespaces,
+        interval, this_replica_acts))
 
 
 @kopf.on.cleanup()

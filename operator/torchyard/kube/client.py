@@ -104,6 +104,18 @@ class Kube:
             self.core.create_namespaced_service(meta["namespace"], manifest)
 
 
+    # --- peering --------------------------------------------------------------------------------------
+
+    def peers(self, peering: str, namespace: str | None) -> dict:
+        """The status of kopf's peering object: peer id -> {priority, lastseen, lifetime}."""
+        with translated(f"get kopf peering {peering}"), ignoring(404):
+            if namespace:
+                obj = self.custom.get_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", peering)
+            else:
+                obj = self.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
+            return obj.get("status") or {}
+        return {}
+
     # --- events -------------------------------------------------------------------------------------
 
     def emit_event(self, obj: dict, kind: str, reason: str, message: str) -> None:

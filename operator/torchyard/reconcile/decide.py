@@ -47,7 +47,6 @@ class Observed:
     pods: tuple[PodView, ...]
     service_exists: bool
     now: datetime
-    progress: Mapping[str, Any] | None = None  # latest report, with "updateTime"
     stuck_terminating_seconds: float = 60.0
 
 
@@ -339,9 +338,6 @@ def _summarise(job: TrainingJob, observed: Observed, plan: Plan) -> None:
         c["ready"] += int(pod.ready)
         c["active"] += int(not pod.finished)
     plan.status["replicaStatuses"] = counts
-    report = observed.progress
-    if report and plan.status.get("phase") not in TERMINAL:
-        plan.status["progress"] = dict(report)
 
 
 def _announce(before: str, plan: Plan) -> None:
