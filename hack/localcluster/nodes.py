@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 from .components import KWOK_MANAGED_LABEL
@@ -59,10 +60,24 @@ class Kubectl:
         return result.stdout
 
 
+def wait_for_condition(kubectl: Kubectl, *args: str, timeout: float = 90) -> None:
+    """`kubectl wait`, retried: it fails at once, instead of waiting, while the object has no
+    conditions at all yet (a CRD just applied, a node kwok has not picked up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            kubectl("wait", *args, f"--timeout={max(1, int(deadline - time.monotonic()))}s")
+            return
+        except RuntimeError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
 def apply_stages(kubectl: Kubectl, kustomize_dir: Path) -> None:
     """The Stage CRD first (kwok refuses to start without stages), then the stages themselves."""
     kubectl("apply", "--server-side", "-f", str(kustomize_dir / STAGE_CRD))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/stages.kwok.x-k8s.io")
+    wait_for_condition(kubectl, "--for=condition=Established", "crd/stages.kwok.x-k8s.io", timeout=60)
     for stage in STAGES:
         kubectl("apply", "--server-side", "-f", str(kustomize_dir / stage))
 
@@ -70,4 +85,4 @@ def apply_stages(kubectl: Kubectl, kustomize_dir: Path) -> None:
 def create_nodes(kubectl: Kubectl) -> None:
     items = [node_manifest(name, gpu) for name, gpu in NODES]
     kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
-    kubectl("wait", "--for=condition=Ready", "--timeout=90s", "node", "-l", f"{KWOK_MANAGED_LABEL}=true")
+    wait_for_condition(kubectl, "--for=condition=Ready", "node", "-l", f"{KWOK_MANAGED_LABEL}=true", timeout=90)
