@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from torchyard.api.errors import SpecError
+from torchyard.api.meta import owner_reference
 from torchyard.api.fields import Fields
 from torchyard.api.trainingjob import GROUP, VERSION
 
@@ -107,14 +108,7 @@ class ModelDeployment:
     spec: ModelDeploymentSpec
 
     def owner_reference(self) -> dict:
-        return {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
+        return owner_reference(API_VERSION, KIND, self.name, self.uid)
 
 
 def parse_model_deployment(obj: Mapping[str, Any]) -> ModelDeployment:

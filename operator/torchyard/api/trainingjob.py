@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from torchyard import contract
 from torchyard.api.errors import SpecError
+from torchyard.api.meta import owner_reference
 from torchyard.api.fields import Fields
 
 GROUP = "torchyard.dev"
@@ -117,14 +118,7 @@ class TrainingJob:
     labels: Mapping[str, str] = field(default_factory=dict)
 
     def owner_reference(self) -> dict:
-        return {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
+        return owner_reference(API_VERSION, KIND, self.name, self.uid)
 
 
 def parse_training_job(obj: Mapping[str, Any]) -> TrainingJob:

@@ -8,6 +8,7 @@ from torchyard import contract, labels
 from torchyard.api.trainingjob import RoleSpec, TrainingJob
 from torchyard.builders import names
 from torchyard.builders.env import pod_env
+from torchyard.builders.security import container_security_context, pod_security_context
 from torchyard.builders.strategies import Role, strategy_for
 from torchyard.settings import Settings
 
@@ -16,8 +17,6 @@ GPU_RESOURCE = "nvidia.com/gpu"
 DATA_VOLUME = "torchyard-data"
 DATA_MOUNT = "/var/lib/torchyard"
 BUNDLED_COMMAND = ("python", "-m", "torchyard_trainer")
-# The pods' user when the image does not say; any non-zero id passes the restricted policy.
-RUN_AS_USER = 1000
 
 
 def pod_labels(job_name: str, role: str, index: int, attempt: int) -> dict[str, str]:
@@ -76,13 +75,7 @@ def build_pod(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
-            "fsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "containers": [_container(job, spec, env, settings)],
         "volumes": _volumes(job, spec),
     }
@@ -116,12 +109,7 @@ def _container(job: TrainingJob, spec: RoleSpec, env: contract.PodEnv, settings:
             {"name": "metrics", "containerPort": contract.DEFAULT_METRICS_PORT},
         ],
         "resources": _resources(spec),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security_context(),
         "terminationMessagePath": contract.DEFAULT_RESULT_PATH,
         # If the process dies before writing its result, the log tail becomes the message.
         "terminationMessagePolicy": "FallbackToLogsOnError",

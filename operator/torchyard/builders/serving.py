@@ -18,7 +18,8 @@ from torchyard.api.modeldeployment import ModelDeployment
 from torchyard.api.modelversion import ModelVersion, version_name
 from torchyard.api.trainingjob import TrainingJob
 from torchyard.builders import names
-from torchyard.builders.pods import DATA_MOUNT, DATA_VOLUME, RUN_AS_USER
+from torchyard.builders.pods import DATA_MOUNT, DATA_VOLUME
+from torchyard.builders.security import container_security_context, pod_security_context
 from torchyard.settings import Settings
 
 CONTAINER = "server"
@@ -135,13 +136,7 @@ def _pod_template(md: ModelDeployment, mv: ModelVersion, settings: Settings) -> 
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 30,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
-            "fsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "containers": [_container(md, mv, settings, bool(claim))],
         "volumes": volumes,
     }
@@ -174,12 +169,7 @@ def _container(md: ModelDeployment, mv: ModelVersion, settings: Settings, mounte
         "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"},
                           "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3},
         "resources": {k: dict(v) for k, v in server.resources.items() if k in ("limits", "requests")},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security_context(),
         "volumeMounts": mounts,
     }
 
