@@ -170,6 +170,7 @@ def run(job: TrainingJob, workdir: Path, timeout: float | None = None) -> int:
         print(problem, file=sys.stderr)
         return 2
     job = _with_identity(job)
+    _interrupt_on(signal.SIGINT, signal.SIGTERM)
     workdir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
     bar = ProgressBar()
@@ -190,6 +191,16 @@ def run(job: TrainingJob, workdir: Path, timeout: float | None = None) -> int:
         _stop_all(processes)
         server.shutdown()
     return _summarise(processes, failed, bar)
+
+
+def _interrupt_on(*signums: int) -> None:
+    """Ctrl-C or a SIGTERM stop the run and everything it started, even when the shell that
+    launched us in the background told it to ignore SIGINT (Python then installs no handler)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for signum in signums:
+        signal.signal(signum, interrupt)
 
 
 def _with_identity(job: TrainingJob) -> TrainingJob:
