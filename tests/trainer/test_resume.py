@@ -82,7 +82,7 @@ def test_parameter_server_gives_up_on_a_frozen_worker(tmp_path):
     names, environs = local.gang_environs(
         config=config, workers=2, parameter_servers=1, checkpoint_dir=str(tmp_path / "c"),
         model_dir=str(tmp_path / "m"), result_dir=str(tmp_path / "r"))
-    extra = process_environment({"TORCHYARD_TIMEOUT_SECONDS": "5"})
+    extra = process_environment({"TORCHYARD_TIMEOUT_SECONDS": "10"})
     gang = local.start([{**e, **extra} for e in environs], names=names)
     server, lead, frozen = gang.popens
     try:
@@ -90,11 +90,12 @@ def test_parameter_server_gives_up_on_a_frozen_worker(tmp_path):
         while not list((tmp_path / "c").glob("ckpt-*.pt")) and time.monotonic() < deadline:
             time.sleep(0.05)
         frozen.send_signal(signal.SIGSTOP)
-        server.wait(timeout=90)
-        lead.wait(timeout=30)
+        deadline = time.monotonic() + 90
+        while (server.poll() is None or lead.poll() is None) and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         frozen.kill()
         results = gang.wait(timeout=30, stop_on_failure=False)
-    described = "\n".join(f"{r.name}: {r.returncode}\n" + "\n".join(r.output[-10:]) for r in results)
+    described = "\n".join(f"{r.name}: {r.returncode}\n" + "\n".join(r.output[-30:]) for r in results)
     assert server.returncode == EXIT_PEER_LOST and lead.returncode == EXIT_PEER_LOST, described
     assert "worker rank 2" in json.loads((tmp_path / "r" / "local-ps-0.json").read_text())["error"]["message"]

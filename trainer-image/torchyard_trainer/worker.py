@@ -8,6 +8,7 @@ result the operator reads. Other workers return None.
 
 from __future__ import annotations
 
+import datetime
 import logging
 
 import torch.distributed as dist
@@ -40,7 +41,9 @@ def worker_group(process: distributed.Process) -> dist.ProcessGroup | None:
     """The group of worker processes (every process joins the call; ParameterServer only)."""
     if process.parameter_servers == 0:
         return None
-    return dist.new_group(list(range(process.parameter_servers, process.world_size)))
+    # The timeout must be given again: a new group does not inherit the default group's.
+    return dist.new_group(list(range(process.parameter_servers, process.world_size)),
+                          timeout=datetime.timedelta(seconds=distributed.timeout_seconds()))
 
 
 def build_strategy(process: distributed.Process, config: TrainerConfig, model, group):
