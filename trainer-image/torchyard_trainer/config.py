@@ -7,20 +7,17 @@ a typo does not silently fall back to a default.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+# The names the operator accepts are the names the trainer knows: one list, in the operator's API.
+from torchyard.api.fields import MODULE_REF as _MODULE_REF
+from torchyard.api.trainingjob import BUNDLED_DATASETS as DATASETS
+from torchyard.api.trainingjob import BUNDLED_MODELS as MODELS
+from torchyard.api.trainingjob import METRICS, OPTIMIZERS, PRUNING_METHODS, PS_MODES
 from torchyard_trainer.errors import UserError
 
 ROOT = "spec.trainer"
-MODELS = ("mlp", "cnn", "module")
-DATASETS = ("digits", "synthetic-classification", "synthetic-regression", "file", "module")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-METRICS = ("accuracy", "loss", "mse", "mae")
-PS_MODES = ("Sync", "Async")
-PRUNING_METHODS = ("global-unstructured", "structured-channel")
-_MODULE_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _MISSING = object()
 
 

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping
 from torchyard.api.errors import SpecError
 
 _MISSING = object()
-_MODULE_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+MODULE_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class Fields:
@@ -117,6 +117,6 @@ class Fields:
 
     def module_ref(self, key: str, required: bool = False) -> str | None:
         value = self.string(key, required)
-        if value is not None and not _MODULE_REF.match(value):
+        if value is not None and not MODULE_REF.match(value):
             raise SpecError(self._at(key), f"must look like 'package.module:function', got {value!r}")
         return value
