@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
+from common import default_kubeconfig, free_port
 from kubernetes import client, config, watch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,20 +63,6 @@ class SelectorWatch:
             if not self.changed.wait_for(lambda: self.version == str(version), timeout):
                 raise SystemExit(f"the Service did not select v{version} within {timeout}s (it selects v{self.version})")
             return self.at
-
-
-def default_kubeconfig() -> str:
-    if os.environ.get("KUBECONFIG"):
-        return os.environ["KUBECONFIG"]
-    out = subprocess.run([sys.executable, str(ROOT / "hack" / "local-cluster.py"), "kubeconfig"],
-                         capture_output=True, text=True, check=True)
-    return out.stdout.strip()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_operator(kubeconfig: str, namespace: str, log_path: Path) -> subprocess.Popen:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from common import default_kubeconfig, free_port
 from kubernetes import client, config
 
 from torchyard.api.trainingjob import parse_training_job
@@ -37,14 +37,6 @@ def job_object(name: str, workers: int) -> dict:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingJob", "metadata": {"name": name},
             "spec": {"strategy": "AllReduce", "worker": {"replicas": workers},
                      "trainer": {"model": {"name": "mlp"}, "dataset": {"name": "digits"}}}}
-
-
-def kubeconfig() -> str:
-    if os.environ.get("KUBECONFIG"):
-        return os.environ["KUBECONFIG"]
-    out = subprocess.run([sys.executable, str(REPO / "hack" / "local-cluster.py"), "kubeconfig"],
-                         capture_output=True, text=True, check=True)
-    return out.stdout.strip()
 
 
 def wait(predicate, timeout: float = 600, interval: float = 0.25) -> float:
@@ -80,7 +72,7 @@ def _unowned(manifest: dict) -> dict:
 
 
 def with_operator(core, custom, namespace: str, jobs: int, workers: int, config_path: str) -> dict:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "KUBECONFIG": config_path}
     proc = subprocess.Popen([sys.executable, "-m", "torchyard.cli", "operator", "-n", namespace,
                              "--http-host", "127.0.0.1", "--http-port", str(port), "--log-level", "WARNING"],
@@ -108,12 +100,6 @@ def with_operator(core, custom, namespace: str, jobs: int, workers: int, config_
         proc.wait(30)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _healthy(port: int) -> bool:
     try:
         return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200
@@ -133,7 +119,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    path = kubeconfig()
+    path = default_kubeconfig()
     config.load_kube_config(path)
     core, custom = client.CoreV1Api(), client.CustomObjectsApi()
     subprocess.run([str(REPO / ".venv" / "bin" / "kubectl"), "--kubeconfig", path, "apply", "--server-side",

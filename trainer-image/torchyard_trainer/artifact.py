@@ -111,10 +111,11 @@ def _fsync_tree(directory: Path) -> None:
     for child in directory.iterdir():
         with open(child, "rb") as handle:
             os.fsync(handle.fileno())
-    _fsync_dir(directory)
+    fsync_directory(directory)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or a new file in `directory` durable (the entry, not only the data)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -174,7 +175,7 @@ def _swap_into_place(staging: Path, target: Path) -> None:
         if old is not None:
             os.rename(old, target)
         raise
-    _fsync_dir(target.parent)
+    fsync_directory(target.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

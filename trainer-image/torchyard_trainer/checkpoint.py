@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from torchyard_trainer.artifact import fsync_directory
 from torchyard_trainer.config import TrainerConfig
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def save(directory: str, state: dict) -> Path:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    _sync_directory(folder)
+    fsync_directory(folder)
     _prune(folder)
     log.info("checkpoint %s (epoch %d, batch %d)", target.name, state["epoch"], state["batch"])
     return target
@@ -104,14 +105,6 @@ class Writer:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-
-
-def _sync_directory(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _checkpoints(folder: Path) -> list[Path]:
