@@ -9,7 +9,6 @@ view, and it writes status only when the decision changed it.
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timezone
 
 from torchyard import metrics
@@ -41,14 +40,8 @@ class JobReconciler:
         self._passes.run((namespace, name), lambda: self._timed(namespace, name))
 
     def _timed(self, namespace: str, name: str) -> None:
-        started = time.monotonic()
-        try:
+        with metrics.reconciling("TrainingJob"):
             self._reconcile(namespace, name)
-        except Exception as exc:
-            metrics.RECONCILE_ERRORS.labels("TrainingJob", type(exc).__name__).inc()
-            raise
-        finally:
-            metrics.RECONCILE_SECONDS.labels("TrainingJob").observe(time.monotonic() - started)
 
     def forget(self, namespace: str, name: str) -> None:
         self._set_phase_gauge(namespace, name, None)

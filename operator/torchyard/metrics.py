@@ -6,6 +6,10 @@ figures live in the job's status and in the trainer's own metrics).
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -79,3 +83,16 @@ MODEL_SWITCH_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60),
     registry=REGISTRY,
 )
+
+
+@contextmanager
+def reconciling(kind: str) -> Iterator[None]:
+    """Time one reconcile of a `kind` object and count it as an error if it raises."""
+    started = time.monotonic()
+    try:
+        yield
+    except Exception as exc:
+        RECONCILE_ERRORS.labels(kind, type(exc).__name__).inc()
+        raise
+    finally:
+        RECONCILE_SECONDS.labels(kind).observe(time.monotonic() - started)

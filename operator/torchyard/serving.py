@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -29,6 +28,7 @@ from torchyard.api.modeldeployment import ModelDeployment, parse_model_deploymen
 from torchyard.api.modelversion import VERSION_LABEL, ModelVersion, parse_model_version, version_name
 from torchyard.builders.serving import (build_deployment, build_service, deployment_selector, deployment_update,
                                         selected_version, selector_patch)
+from torchyard.coalesce import Coalescer
 from torchyard.golden import GoldenCheck
 from torchyard.kube.client import Kube, ServingKube
 from torchyard.reconcile import conditions as cond
@@ -46,30 +46,18 @@ class ServingReconciler:
         self.kube = kube if hasattr(kube, "list_model_versions") else ServingKube(kube.api)
         self.settings = settings
         self.golden = golden or GoldenCheck()
-        self._locks: dict[Key, threading.Lock] = defaultdict(threading.Lock)
-        self._guard = threading.Lock()
-        self._queued: set[Key] = set()
+        self._passes = Coalescer()
+        self._guard = threading.Lock()  # guards the timers
         self._timers: dict[Key, tuple[float, threading.Timer]] = {}
         self._models: dict[Key, str] = {}
 
     def reconcile(self, namespace: str, name: str) -> None:
-        """Reconcile now; a call that finds another one queued (not yet reading) leaves it to that one."""
-        key = (namespace, name)
-        with self._guard:
-            if key in self._queued:
-                return
-            self._queued.add(key)
-        with self._locks[key]:
-            with self._guard:
-                self._queued.discard(key)
-            started = time.monotonic()
-            try:
-                self._reconcile(namespace, name)
-            except Exception as exc:
-                metrics.RECONCILE_ERRORS.labels(md_api.KIND, type(exc).__name__).inc()
-                raise
-            finally:
-                metrics.RECONCILE_SECONDS.labels(md_api.KIND).observe(time.monotonic() - started)
+        """Reconcile now, or leave it to the pass already running for this object (it goes again)."""
+        self._passes.run((namespace, name), lambda: self._timed(namespace, name))
+
+    def _timed(self, namespace: str, name: str) -> None:
+        with metrics.reconciling(md_api.KIND):
+            self._reconcile(namespace, name)
 
     def reconcile_model(self, namespace: str, model: str) -> None:
         """Every ModelDeployment serving `model` (a ModelVersion of it appeared or changed)."""
