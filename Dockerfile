@@ -12,6 +12,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/torchyard/ operator/torchyard/
+# The package the operator shares with the trainer image (env contract, trainer settings, topology).
+COPY operator/torchyard_spec/ operator/torchyard_spec/
 # The package list also searches trainer-image/; left empty, the trainer is not installed.
 RUN mkdir trainer-image \
  && python -m venv /opt/torchyard \

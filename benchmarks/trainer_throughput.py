@@ -60,7 +60,7 @@ def rank_process(args: argparse.Namespace) -> None:
     """One process of the gang: a parameter server, or a worker alternating the two loops."""
     import torch
 
-    from torchyard.contract import PodEnv
+    from torchyard_spec.contract import PodEnv
     from torchyard_trainer import checkpoint, distributed, runner, worker
     from torchyard_trainer.config import parse_config
     from torchyard_trainer.data import load_dataset

@@ -23,11 +23,11 @@ from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from torchyard import contract
 from torchyard.api.trainingjob import TrainingJob
 from torchyard.builders.pods import build_pods
 from torchyard.progress import ProgressError, clean_report, job_token
 from torchyard.settings import Settings
+from torchyard_spec import contract
 
 log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 10

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from typing import Any, Mapping
 
-from torchyard import contract
+from torchyard_spec import contract
 
 
 def job_token(key: bytes, namespace: str, name: str, uid: str) -> str:

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from torchyard.contract import PROGRESS_FIELDS, ROLE_WORKER, STRATEGY_ALLREDUCE, PodEnv
+from torchyard_spec.contract import PROGRESS_FIELDS, ROLE_WORKER, STRATEGY_ALLREDUCE, PodEnv
 from torchyard_trainer import local
 from torchyard_trainer.errors import EXIT_USER_ERROR
 from trainer_gang import DIGITS_MLP, assert_succeeded, process_environment, run_gang, steps_per_epoch

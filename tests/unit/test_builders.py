@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from jobs import ALLREDUCE_CPU, ALLREDUCE_GPU, PARAMETER_SERVER, UID, job
-from torchyard import contract
 from torchyard.builders.pods import build_pods, build_service
 from torchyard.settings import Settings
+from torchyard_spec import contract
 
 GOLDEN = Path(__file__).parent / "golden"
 SETTINGS = Settings(progress_url_base="http://torchyard.torchyard-system.svc:8080", progress_key=b"test-key")

@@ -17,6 +17,7 @@ import yaml
 from torchyard.api import trainingjob as tj
 from torchyard.api.errors import SpecError
 from torchyard.api.fields import Fields
+from torchyard_spec import catalog
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((ROOT / "crds" / "trainingjob.yaml").read_text())
@@ -152,17 +153,17 @@ def test_both_roles_share_one_schema():
         ("spec.runPolicy.restartPolicy", tj.RESTART_POLICIES),
         ("spec.runPolicy.restartScope", tj.RESTART_SCOPES),
         ("spec.runPolicy.cleanPodPolicy", tj.CLEAN_POD_POLICIES),
-        ("spec.trainer.optimizer.name", tj.OPTIMIZERS),
-        ("spec.trainer.metric", tj.METRICS),
-        ("spec.trainer.parameterServer.mode", tj.PS_MODES),
-        ("spec.trainer.compression.pruning.method", tj.PRUNING_METHODS),
+        ("spec.trainer.optimizer.name", catalog.OPTIMIZERS),
+        ("spec.trainer.metric", catalog.METRICS),
+        ("spec.trainer.parameterServer.mode", catalog.PS_MODES),
+        ("spec.trainer.compression.pruning.method", catalog.PRUNING_METHODS),
     ],
 )
 def test_enums_are_the_values_the_parser_accepts(path, allowed):
     assert node_at(path)["enum"] == list(allowed)
 
 
-@pytest.mark.parametrize("path, names", [("spec.trainer.model.name", tj.BUNDLED_MODELS), ("spec.trainer.dataset.name", tj.BUNDLED_DATASETS)])
+@pytest.mark.parametrize("path, names", [("spec.trainer.model.name", catalog.MODELS), ("spec.trainer.dataset.name", catalog.DATASETS)])
 def test_bundled_names_are_free_strings_listed_in_the_description(path, names):
     node = node_at(path)
     assert "enum" not in node, "an unknown name must reach the operator, which fails the job naming the field"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "torchyard"
-PURE = ["api", "builders", "reconcile", "contract.py", "progress.py", "settings.py", "labels.py", "coalesce.py"]
+PURE = ["api", "builders", "reconcile", "progress.py", "settings.py", "labels.py", "coalesce.py"]
 IO_MODULES = {"kopf", "kubernetes", "aiohttp", "torchyard.kube", "torchyard.handlers", "torchyard.jobs",
               "torchyard.serving", "torchyard.http", "requests", "urllib.request"}
 

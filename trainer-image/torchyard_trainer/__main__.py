@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-from torchyard.contract import ContractError, PodEnv, RESULT_PATH, DEFAULT_RESULT_PATH
+from torchyard_spec.contract import ContractError, PodEnv, RESULT_PATH, DEFAULT_RESULT_PATH
 from torchyard_trainer.errors import EXIT_OK, EXIT_USER_ERROR
 
 # Set by the per-GPU spawner for its children; a process that has it never spawns again.

@@ -10,11 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-# The names the operator accepts are the names the trainer knows: one list, in the operator's API.
-from torchyard.api.fields import MODULE_REF as _MODULE_REF
-from torchyard.api.trainingjob import BUNDLED_DATASETS as DATASETS
-from torchyard.api.trainingjob import BUNDLED_MODELS as MODELS
-from torchyard.api.trainingjob import METRICS, OPTIMIZERS, PRUNING_METHODS, PS_MODES
+# The names the operator accepts are the names the trainer knows: one list, in the shared package.
+from torchyard_spec.catalog import DATASETS, METRICS, MODELS, OPTIMIZERS, PRUNING_METHODS, PS_MODES
+from torchyard_spec.catalog import MODULE_REF as _MODULE_REF
 from torchyard_trainer.errors import UserError
 
 ROOT = "spec.trainer"

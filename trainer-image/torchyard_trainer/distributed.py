@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from torchyard.contract import ROLE_PARAMETER_SERVER, ROLE_WORKER, STRATEGY_PARAMETER_SERVER, PodEnv
+from torchyard_spec.contract import ROLE_PARAMETER_SERVER, ROLE_WORKER, STRATEGY_PARAMETER_SERVER, PodEnv
 from torchyard_trainer.errors import UserError
 
 log = logging.getLogger(__name__)

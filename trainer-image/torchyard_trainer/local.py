@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from torchyard.contract import (ROLE_PARAMETER_SERVER, ROLE_WORKER, STRATEGY_ALLREDUCE, STRATEGY_PARAMETER_SERVER,
+from torchyard_spec.contract import (ROLE_PARAMETER_SERVER, ROLE_WORKER, STRATEGY_ALLREDUCE, STRATEGY_PARAMETER_SERVER,
                                 PodEnv)
 
 TRAINER_COMMAND = (sys.executable, "-m", "torchyard_trainer")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from torchyard.contract import PodEnv
+from torchyard_spec.contract import PodEnv
 from torchyard_trainer import checkpoint, compress, distributed
 from torchyard_trainer.config import TrainerConfig, parse_config
 from torchyard_trainer.data import Dataset, load_dataset

@@ -13,7 +13,7 @@ import logging
 
 import torch.distributed as dist
 
-from torchyard.contract import STRATEGY_PARAMETER_SERVER
+from torchyard_spec.contract import STRATEGY_PARAMETER_SERVER
 from torchyard_trainer import artifact, checkpoint, compress, distributed
 from torchyard_trainer.allreduce import AllReduce
 from torchyard_trainer.config import TrainerConfig

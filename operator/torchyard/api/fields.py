@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterable, Mapping
 
 from torchyard.api.errors import SpecError
+from torchyard_spec.catalog import MODULE_REF
 
 _MISSING = object()
-MODULE_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class Fields:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from torchyard import contract
 from torchyard.api.errors import SpecError
 from torchyard.api.meta import owner_reference
 from torchyard.api.fields import Fields
+from torchyard_spec import catalog, contract
 
 GROUP = "torchyard.dev"
 VERSION = "v1alpha1"
@@ -26,12 +26,6 @@ RESTART_POLICIES = ("OnFailure", "ExitCode", "Never")
 RESTART_SCOPES = ("Gang", "Pod")
 CLEAN_POD_POLICIES = ("Running", "All", "None")
 
-BUNDLED_MODELS = ("mlp", "cnn", "module")
-BUNDLED_DATASETS = ("digits", "synthetic-classification", "synthetic-regression", "file", "module")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-METRICS = ("accuracy", "loss", "mse", "mae")
-PS_MODES = ("Sync", "Async")
-PRUNING_METHODS = ("global-unstructured", "structured-channel")
 
 
 @dataclass(frozen=True)
@@ -207,11 +201,11 @@ def _parse_storage(f: Fields) -> Storage:
 def _check_trainer(f: Fields) -> None:
     """Checks of the bundled trainer's settings that the schema cannot make."""
     model = f.child("model")
-    model_name = model.enum("name", BUNDLED_MODELS, default="mlp")
+    model_name = model.enum("name", catalog.MODELS, default="mlp")
     if model_name == "module":
         model.module_ref("module", required=True)
     dataset = f.child("dataset")
-    dataset_name = dataset.enum("name", BUNDLED_DATASETS, default="digits")
+    dataset_name = dataset.enum("name", catalog.DATASETS, default="digits")
     if dataset_name == "file":
         dataset.string("path", required=True)
     if dataset_name == "module":
@@ -219,15 +213,15 @@ def _check_trainer(f: Fields) -> None:
     f.integer("epochs", default=None, minimum=1)
     f.integer("batchSize", default=None, minimum=1)
     f.integer("checkpointEverySteps", default=0, minimum=0)
-    f.enum("metric", METRICS, default="accuracy")
+    f.enum("metric", catalog.METRICS, default="accuracy")
     optimizer = f.child("optimizer")
-    optimizer.enum("name", OPTIMIZERS, default="sgd")
+    optimizer.enum("name", catalog.OPTIMIZERS, default="sgd")
     optimizer.number("learningRate", default=0.01, minimum=0.0, exclusive_minimum=True)
-    f.child("parameterServer").enum("mode", PS_MODES, default="Sync")
+    f.child("parameterServer").enum("mode", catalog.PS_MODES, default="Sync")
     compression = f.child("compression")
     pruning = compression.child("pruning")
     if pruning.present:
-        pruning.enum("method", PRUNING_METHODS, default="global-unstructured")
+        pruning.enum("method", catalog.PRUNING_METHODS, default="global-unstructured")
         sparsity = pruning.number("sparsity", default=None, minimum=0.0, maximum=1.0)
         threshold = pruning.number("threshold", default=None, minimum=0.0)
         if (sparsity is None) == (threshold is None):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from torchyard import contract, progress
+from torchyard import progress
 from torchyard.api.trainingjob import TrainingJob
 from torchyard.builders import names
 from torchyard.builders.strategies import Role, strategy_for
 from torchyard.settings import Settings
+from torchyard_spec import contract
 
 
 def pod_env(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from torchyard import contract, labels
+from torchyard import labels
 from torchyard.api.trainingjob import RoleSpec, TrainingJob
 from torchyard.builders import names
 from torchyard.builders.env import pod_env
 from torchyard.builders.security import container_security_context, pod_security_context
 from torchyard.builders.strategies import Role, strategy_for
 from torchyard.settings import Settings
+from torchyard_spec import contract
 
 CONTAINER = "trainer"
 GPU_RESOURCE = "nvidia.com/gpu"

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from torchyard import contract
 from torchyard.api.trainingjob import RoleSpec, TrainingJobSpec
+from torchyard_spec import contract
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from torchyard import contract
 from torchyard.api.trainingjob import TrainingJob
 from torchyard.builders.names import pod_name
 from torchyard.builders.strategies import strategy_for
 from torchyard.reconcile import conditions as cond
 from torchyard.reconcile.failures import Failure, classify
 from torchyard.reconcile.observe import PodView, parse_time
+from torchyard_spec import contract
 
 # Restarts caused by the infrastructure (eviction, node loss) are not charged to backoffLimit,
 # but they are bounded too, so that a broken cluster cannot restart a job forever.
