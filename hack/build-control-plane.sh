@@ -32,10 +32,10 @@ new_module() {
 
 build_kubernetes() {
   local out="$BIN/kubernetes-$K8S_VERSION"
-  if [[ -x "$out/kube-apiserver" && -x "$out/kube-controller-manager" && -x "$out/kube-scheduler" ]]; then
-    return
-  fi
-  log "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION (20-30 min cold)"
+  local cmd missing=0
+  for cmd in "${KUBE_COMMANDS[@]}"; do [[ -x "$out/$cmd" ]] || missing=1; done
+  [[ $missing -eq 0 ]] && return
+  log "building ${KUBE_COMMANDS[*]} $K8S_VERSION (5-10 min cold)"
   local mod="$SRC/kubernetes-$K8S_VERSION"
   new_module "$mod" torchyard.local/build/kubernetes
   cd "$mod"
@@ -48,9 +48,9 @@ build_kubernetes() {
     replaces+=("-replace=$path=$path@$staging_version")
   done < <(awk '$2 == "=>" && $3 ~ /^\.\/staging\// {print $1}' "$gomod")
   go mod edit "${replaces[@]}" -godebug=default=go1.25
-  go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
-                "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
-                "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION"
+  local pkgs=()
+  for cmd in "${KUBE_COMMANDS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$cmd"); done
+  go get -tool "${pkgs[@]/%/@$K8S_VERSION}"
   local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
   local date; date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   local flags=""
@@ -59,12 +59,13 @@ build_kubernetes() {
     flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
   done
   mkdir -p "$out.tmp"
-  go build -ldflags "-s -w $flags" -o "$out.tmp/" \
-    k8s.io/kubernetes/cmd/kube-apiserver \
-    k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler
+  # One build: the five commands share most of their packages.
+  go build -ldflags "-s -w $flags" -o "$out.tmp/" "${pkgs[@]}"
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
+
+# The control plane, and the node agents of the real node (same module, same stamping).
+KUBE_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
 build_etcd() {
   local out="$BIN/etcd-$ETCD_VERSION"
@@ -108,6 +109,41 @@ build_helm() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# Cluster DNS for the real node: a CoreDNS holding only the plugins a cluster needs (its full
+# plugin set pulls in every cloud SDK). The plugin order is CoreDNS's own (core/dnsserver).
+build_coredns() {
+  local out="$BIN/coredns-$COREDNS_VERSION"
+  [[ -x "$out/coredns" ]] && return
+  log "building coredns $COREDNS_VERSION (bind, cache, errors, health, kubernetes, log, ready)"
+  local mod="$SRC/coredns-$COREDNS_VERSION"
+  new_module "$mod" torchyard.local/build/coredns
+  cd "$mod"
+  cat > main.go <<'GO'
+// A CoreDNS with only the plugins a local cluster's DNS needs.
+package main
+
+import (
+	_ "github.com/coredns/coredns/core/dnsserver"
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/ready"
+
+	"github.com/coredns/coredns/coremain"
+)
+
+func main() { coremain.Run() }
+GO
+  go get "github.com/coredns/coredns@$COREDNS_VERSION"
+  go mod tidy
+  mkdir -p "$out.tmp"
+  go build -ldflags "-s -w" -o "$out.tmp/coredns" .
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 command -v go >/dev/null || { log "go (>= 1.25) is required: the binaries are built from Go modules"; exit 1; }
 mkdir -p "$SRC" "$BIN"
 started=$(date +%s)
@@ -115,5 +151,6 @@ build_etcd
 build_kwok
 build_helm
 build_kubernetes
+build_coredns
 log "binaries ready in $BIN ($(( $(date +%s) - started ))s)"
 echo "$BIN"
