@@ -29,6 +29,9 @@ GPU_LABELS = {"nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "fake-
 CPU_CAPACITY = {"cpu": "16", "memory": "64Gi", "pods": "110"}
 GPU_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "110", "nvidia.com/gpu": "4"}
 NODES = [("kwok-cpu-0", False), ("kwok-cpu-1", False), ("kwok-gpu-0", True), ("kwok-gpu-1", True)]
+# As on real GPU pools (and what the NVIDIA device plugin's users set): only pods that tolerate
+# it land on a GPU node, so CPU pods never take a GPU node's room.
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 
 
 def node_manifest(name: str, gpu: bool) -> dict:
@@ -41,7 +44,8 @@ def node_manifest(name: str, gpu: bool) -> dict:
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": labels,
                      "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"}},
-        "spec": {},  # no kwok taint: test pods need no toleration
+        # No kwok taint: CPU test pods need no toleration. GPU nodes carry the GPU taint.
+        "spec": {"taints": [GPU_TAINT]} if gpu else {},
         "status": {"capacity": capacity, "allocatable": capacity},
     }
 

@@ -15,6 +15,7 @@ from harness.waits import read_or_none, wait_for
 pytestmark = pytest.mark.integration
 
 GPU_LABEL = "nvidia.com/gpu.present"
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +29,7 @@ def pod(name: str, gpus: int = 0, node: str | None = None, labels: dict | None =
     container = {"name": "main", "image": "busybox"}
     if gpus:
         container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
+        spec.setdefault("tolerations", [GPU_TOLERATION])
     body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}},
             "spec": {"containers": [container], "restartPolicy": "Never", **spec}}
     if node:
@@ -48,7 +50,10 @@ def test_four_nodes_ready_two_with_gpus(cluster):
            if n.metadata.labels.get(GPU_LABEL) == "true"}
     assert len(ready) == 4 and ready == {n.metadata.name for n in nodes}
     assert sorted(gpu.values()) == ["4", "4"]
-    assert all(not n.spec.taints for n in nodes), "test pods must not need tolerations"
+    taints = {n.metadata.name: [(t.key, t.effect) for t in n.spec.taints or []] for n in nodes}
+    assert {name: t for name, t in taints.items() if name in gpu} == {
+        name: [("nvidia.com/gpu", "NoSchedule")] for name in gpu}, "GPU nodes are tainted as real GPU pools are"
+    assert all(not t for name, t in taints.items() if name not in gpu), "CPU test pods need no toleration"
 
 
 def test_server_reports_the_stamped_version(cluster):
@@ -65,6 +70,14 @@ def test_gpu_pods_land_only_on_gpu_nodes(cluster, namespace):
         cluster.core.create_namespaced_pod(namespace, pod(f"gpu-{i}", gpus=2))
     placed = {scheduled_node(cluster, namespace, f"gpu-{i}") for i in range(4)}
     assert placed == gpu_nodes  # 4 pods x 2 GPUs fill both 4-GPU nodes exactly
+
+
+def test_cpu_pods_never_land_on_the_tainted_gpu_nodes(cluster, namespace):
+    gpu_nodes = {n.metadata.name for n in cluster.core.list_node(label_selector=f"{GPU_LABEL}=true").items}
+    for i in range(6):
+        cluster.core.create_namespaced_pod(namespace, pod(f"cpu-{i}"))
+    placed = {scheduled_node(cluster, namespace, f"cpu-{i}") for i in range(6)}
+    assert placed and not placed & gpu_nodes
 
 
 def test_pod_asking_for_more_gpus_than_a_node_has_stays_pending_with_the_reason(cluster, namespace):
