@@ -308,3 +308,48 @@ def raw_post(server: Server, headers: str) -> tuple[int, dict]:
 def test_bodies_without_a_usable_length_are_refused(server, headers, status, message):
     got_status, body = raw_post(server, headers)
     assert got_status == status and message in body["error"]
+
+
+def test_connections_are_kept_alive_across_requests(server):
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        body = json.dumps(infer_body(torch.zeros(1, FEATURES)))
+        sockets = set()
+        for path in ("/v2/health/ready", f"/v2/models/{NAME}/infer", f"/v2/models/{NAME}/infer", "/metrics"):
+            post = path.endswith("infer")
+            connection.request("POST" if post else "GET", path, body=body if post else None)
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200 and response.version == 11
+            assert (response.getheader("Connection") or "").lower() != "close"
+            sockets.add(id(connection.sock))
+        assert len(sockets) == 1
+    finally:
+        connection.close()
+
+
+def test_adaptive_batching_answers_each_request_with_its_own_rows(model, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    directory = tmp_path / NAME / VERSION
+    save(model, directory)
+    srv = Server(directory, "--batch-max-size", "8", "--batch-max-wait-ms", "5")
+    try:
+        srv.wait_ready()
+        inputs = [torch.randn(1 + i % 3, FEATURES) for i in range(24)]
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = list(pool.map(lambda x: srv.post(f"/v2/models/{NAME}/infer", infer_body(x)), inputs))
+        for x, (status, body) in zip(inputs, answers):
+            assert status == 200, body
+            with torch.no_grad():
+                expected = model(x)
+            got = torch.tensor(body["outputs"][0]["data"]).reshape(expected.shape)
+            assert torch.allclose(got, expected, atol=1e-5)
+        values = metric_values(srv)
+        rows, passes = values[("torchyard_model_batched_rows_total",)], values[("torchyard_model_batches_total",)]
+        assert rows == sum(len(x) for x in inputs)
+        assert -(-rows // 8) <= passes <= len(inputs)
+    finally:
+        assert srv.stop() == 0

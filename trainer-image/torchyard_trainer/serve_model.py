@@ -12,6 +12,7 @@ import logging
 import math
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,14 +107,21 @@ class ModelService:
             raise RequestError(404, "unknown_version",
                                f"model {name!r} has no version {version!r} here; this server serves version {self.version!r}")
 
-    def _loaded(self) -> LoadedArtifact:
+    def artifact(self) -> LoadedArtifact:
+        """The loaded artifact; 503 while the model is not ready."""
         if not self.ready or self._artifact is None:
             raise RequestError(503, "not_ready", f"model {self.name!r} is not ready: {self.state}")
         return self._artifact
 
+    def output_names(self) -> frozenset[str]:
+        names = {OUTPUT_NAME}
+        if self.artifact().config["task"] == "classification":
+            names.add(PREDICTIONS_NAME)
+        return frozenset(names)
+
     def metadata(self) -> dict:
         """Model metadata in the v2 shape, plus the artifact's task, classes and digest."""
-        artifact = self._loaded()
+        artifact = self.artifact()
         config = artifact.config
         outputs = [{"name": OUTPUT_NAME, "datatype": DATATYPE, "shape": [-1, config["numOutputs"]]}]
         if config["task"] == "classification":
@@ -135,23 +143,47 @@ class ModelService:
 
     def infer(self, body: bytes, max_batch: int) -> dict:
         """Answer one v2 inference request body."""
-        artifact = self._loaded()
+        request = self.prepare(body, max_batch)
+        return self.respond(request, self.forward(request.batch))
+
+    def prepare(self, body: bytes, max_batch: int) -> "Prepared":
+        """The checked request: its input batch and the outputs it wants. Refusals raise."""
+        artifact = self.artifact()
         request = parse_json(body)
         batch = parse_input(request, artifact.config["inputShape"], max_batch)
-        wanted = requested_outputs(request, self.metadata()["outputs"])
+        wanted = requested_outputs(request, self.output_names())
+        return Prepared(request, batch, wanted)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """The model's raw output for a batch (any number of requests' rows stacked)."""
         with torch.inference_mode():
-            logits = artifact.module(batch)
+            return self.artifact().module(batch)
+
+    def respond(self, prepared: "Prepared", logits: torch.Tensor) -> dict:
+        """The v2 response for one request's rows of output."""
         outputs = [{"name": OUTPUT_NAME, "datatype": DATATYPE, "shape": list(logits.shape),
                     "data": logits.reshape(-1).tolist()}]
-        if artifact.config["task"] == "classification":
+        if prepared.wants(PREDICTIONS_NAME) and self.artifact().config["task"] == "classification":
             predictions = logits.argmax(dim=1)
             outputs.append({"name": PREDICTIONS_NAME, "datatype": "INT64", "shape": list(predictions.shape),
                             "data": predictions.tolist()})
         response: dict[str, Any] = {"model_name": self.name, "model_version": self.version,
-                                    "outputs": [o for o in outputs if o["name"] in wanted]}
-        if "id" in request:
-            response["id"] = request["id"]
+                                    "outputs": [o for o in outputs if prepared.wants(o["name"])]}
+        if "id" in prepared.request:
+            response["id"] = prepared.request["id"]
         return response
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An inference request that passed every check, ready for the model."""
+
+    request: dict
+    batch: torch.Tensor
+    wanted: frozenset[str]
+
+    def wants(self, name: str) -> bool:
+        return name in self.wanted
 
 
 def _reject_constant(token: str) -> Any:
@@ -225,9 +257,8 @@ def parse_input(request: dict, input_shape: list[int], max_batch: int) -> torch.
     return batch
 
 
-def requested_outputs(request: dict, available: list[dict]) -> set[str]:
+def requested_outputs(request: dict, names: frozenset[str]) -> frozenset[str]:
     """Names of the outputs to return: those the request lists, or all of them."""
-    names = {o["name"] for o in available}
     asked = request.get("outputs")
     if asked is None:
         return names
@@ -236,4 +267,4 @@ def requested_outputs(request: dict, available: list[dict]) -> set[str]:
     unknown = [o["name"] for o in asked if o["name"] not in names]
     if unknown:
         raise _bad(f"requested output {unknown[0]!r} does not exist; outputs are {', '.join(sorted(names))}")
-    return {o["name"] for o in asked}
+    return frozenset(o["name"] for o in asked)
