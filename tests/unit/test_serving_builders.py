@@ -46,6 +46,17 @@ def test_the_artifact_is_mounted_read_only_and_checked_by_digest():
     assert manifest["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
 
 
+def test_batching_reaches_the_server_only_when_asked_for():
+    def args(**server):
+        return build_deployment(md(server=server), version(3), 1, SETTINGS)["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    assert not any(a.startswith("--batch") for a in args())
+    assert not any(a.startswith("--batch") for a in args(batching={"maxBatchSize": 1, "maxWaitMilliseconds": 5}))
+    batched = args(batching={"maxBatchSize": 32, "maxWaitMilliseconds": 2.5})
+    assert batched[batched.index("--batch-max-size") + 1] == "32"
+    assert batched[batched.index("--batch-max-wait-ms") + 1] == "2.5"
+
+
 def test_the_deployments_claim_overrides_the_versions():
     manifest = build_deployment(md(storage={"claimName": "serving-copy"}), version(3), 1, SETTINGS)
     volumes = manifest["spec"]["template"]["spec"]["volumes"]

@@ -76,7 +76,8 @@ def test_model_version_columns_show_the_main_metric_and_its_spec_is_immutable():
     ("spec.policy", md_api.LATEST_PASSING), ("spec.replicas", 1), ("spec.standby", 1),
     ("spec.retiredVersions", md_api.SCALE_TO_ZERO), ("spec.failover.minReadyReplicas", 1),
     ("spec.failover.gracePeriodSeconds", 1), ("spec.failover.crashLoopRestarts", 3), ("spec.server.port", 8080),
-    ("spec.gate.maxRegression", 0),
+    ("spec.gate.maxRegression", 0), ("spec.server.batching.maxBatchSize", 1),
+    ("spec.server.batching.maxWaitMilliseconds", 0),
 ])
 def test_schema_defaults_are_the_parsers(path, value):
     assert at(schema(MD_CRD), path)["default"] == value
@@ -86,8 +87,16 @@ def test_schema_defaults_are_the_parsers(path, value):
                  "spec.failover.minReadyReplicas": parsed.failover.min_ready_replicas,
                  "spec.failover.gracePeriodSeconds": parsed.failover.grace_period_seconds,
                  "spec.failover.crashLoopRestarts": parsed.failover.crash_loop_restarts,
-                 "spec.server.port": parsed.server.port, "spec.gate.maxRegression": parsed.gate.max_regression}[path]
+                 "spec.server.port": parsed.server.port, "spec.gate.maxRegression": parsed.gate.max_regression,
+                 "spec.server.batching.maxBatchSize": parsed.server.batching.max_batch_size,
+                 "spec.server.batching.maxWaitMilliseconds": parsed.server.batching.max_wait_milliseconds}[path]
     assert attribute == value
+
+
+def test_batching_bounds_are_the_parsers():
+    batching = at(schema(MD_CRD), "spec.server.batching")["properties"]
+    assert batching["maxBatchSize"]["maximum"] == md_api.MAX_BATCH_SIZE
+    assert batching["maxWaitMilliseconds"]["maximum"] == md_api.MAX_BATCH_WAIT_MS
 
 
 def test_enums_are_the_parsers():
@@ -117,6 +126,10 @@ def test_every_field_is_described(crd):
     ({"modelName": "Digits.v2"}, "spec.modelName"),
     ({"verification": {"expectedOutput": {"predictions": [1]}}}, "spec.verification.expectedOutput"),
     ({"gate": {"maxRegression": -0.1}}, "spec.gate.maxRegression"),
+    ({"server": {"batching": {"maxBatchSize": 0}}}, "spec.server.batching.maxBatchSize"),
+    ({"server": {"batching": {"maxBatchSize": 4096}}}, "spec.server.batching.maxBatchSize"),
+    ({"server": {"batching": {"maxWaitMilliseconds": -1}}}, "spec.server.batching.maxWaitMilliseconds"),
+    ({"server": {"batching": {"maxWaitMilliseconds": 5000}}}, "spec.server.batching.maxWaitMilliseconds"),
 ])
 def test_the_parser_names_the_bad_field(spec, field):
     with pytest.raises(SpecError) as err:

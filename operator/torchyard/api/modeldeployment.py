@@ -26,6 +26,8 @@ POLICIES = (LATEST_PASSING, PINNED)
 SCALE_TO_ZERO, DELETE = "ScaleToZero", "Delete"
 RETIRE_POLICIES = (SCALE_TO_ZERO, DELETE)
 DEFAULT_PORT = 8080
+# Bounds of adaptive batching, as the CRD has them: rows per pass (the server's per-request limit) and 1 s of wait.
+MAX_BATCH_SIZE, MAX_BATCH_WAIT_MS = 1024, 1000
 # The model name becomes a Service and Deployment name (`<model>`, `<model>-v<version>`).
 MODEL_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,48}[a-z0-9])?$")
 # Metrics where a smaller value is better; any other metric is better when larger.
@@ -56,6 +58,18 @@ class Failover:
 
 
 @dataclass(frozen=True)
+class Batching:
+    """Adaptive batching in the model server; a max_batch_size of 1 means none."""
+
+    max_batch_size: int = 1
+    max_wait_milliseconds: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_batch_size > 1
+
+
+@dataclass(frozen=True)
 class Server:
     image: str | None = None
     image_pull_policy: str | None = None
@@ -63,6 +77,7 @@ class Server:
     port: int = DEFAULT_PORT
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
+    batching: Batching = Batching()
 
 
 @dataclass(frozen=True)
@@ -178,7 +193,18 @@ def _parse_server(f: Fields) -> Server:
         port=port,
         node_selector=f.mapping("nodeSelector"),
         tolerations=f.list_of_mappings("tolerations", default=()),
+        batching=_parse_batching(f.child("batching")),
     )
+
+
+def _parse_batching(f: Fields) -> Batching:
+    size = f.integer("maxBatchSize", default=1, minimum=1)
+    if size > MAX_BATCH_SIZE:
+        raise SpecError(f"{f.path}.maxBatchSize", f"must be <= {MAX_BATCH_SIZE}, got {size}")
+    wait = float(f.number("maxWaitMilliseconds", default=0.0, minimum=0.0))
+    if wait > MAX_BATCH_WAIT_MS:
+        raise SpecError(f"{f.path}.maxWaitMilliseconds", f"must be <= {MAX_BATCH_WAIT_MS}, got {wait:g}")
+    return Batching(max_batch_size=size, max_wait_milliseconds=wait)
 
 
 def _parse_verification(f: Fields) -> Verification:

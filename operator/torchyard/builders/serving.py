@@ -153,6 +153,9 @@ def _container(md: ModelDeployment, mv: ModelVersion, settings: Settings, mounte
             "--model-version", str(mv.version), "--port", str(server.port)]
     if mv.artifact.sha256:
         args += ["--sha256", mv.artifact.sha256]
+    if server.batching.enabled:
+        args += ["--batch-max-size", str(server.batching.max_batch_size),
+                 "--batch-max-wait-ms", f"{server.batching.max_wait_milliseconds:g}"]
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     if mounted:
         mounts.insert(0, {"name": DATA_VOLUME, "mountPath": DATA_MOUNT, "readOnly": True})
