@@ -13,7 +13,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from torchyard.builders.pods import build_pods
 from torchyard.progress import ProgressError, clean_report, job_token
 from torchyard.settings import Settings
 from torchyard_spec import contract
+from torchyard_spec.topology import free_port, loopback
 
 log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 10
@@ -43,18 +43,16 @@ class LocalProcess:
     proc: subprocess.Popen | None = None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def plan_processes(job: TrainingJob, workdir: Path, progress_url: str, key: bytes) -> list[LocalProcess]:
-    """The job's pods as local processes: same command, same env, loopback addresses."""
+    """The job's pods as local processes: the same builders, command and env, on 127.0.0.1.
+
+    Each pod gets its own loopback port for its peers, and the rendezvous one more; the shared
+    volume becomes ``workdir``.
+    """
     settings = Settings(progress_url_base=progress_url, progress_key=key)
-    pods = build_pods(job, attempt=0, settings=settings)
-    master_port = free_port()
-    addresses = {p["metadata"]["name"]: f"127.0.0.1:{free_port()}" for p in pods}
+    members = job.spec.topology.members()
+    network = loopback(free_port(), {(m.role, m.index): free_port() for m in members})
+    pods = build_pods(job, attempt=0, settings=settings, network=network)
     (workdir / "results").mkdir(parents=True, exist_ok=True)
     out = []
     for pod in pods:
@@ -63,10 +61,6 @@ def plan_processes(job: TrainingJob, workdir: Path, progress_url: str, key: byte
         env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
         result_path = workdir / "results" / f"{name}.json"
         env.update({
-            contract.MASTER_ADDR: "127.0.0.1", contract.PET_MASTER_ADDR: "127.0.0.1",
-            contract.MASTER_PORT: str(master_port), contract.PET_MASTER_PORT: str(master_port),
-            contract.WORKER_ADDRESSES: _local_addresses(env[contract.WORKER_ADDRESSES], addresses),
-            contract.PARAMETER_SERVER_ADDRESSES: _local_addresses(env[contract.PARAMETER_SERVER_ADDRESSES], addresses),
             contract.CHECKPOINT_DIR: str(workdir / "checkpoints"),
             contract.MODEL_DIR: str(workdir / "model"),
             contract.RESULT_PATH: str(result_path),
@@ -77,10 +71,6 @@ def plan_processes(job: TrainingJob, workdir: Path, progress_url: str, key: byte
             argv[0] = sys.executable
         out.append(LocalProcess(name, pod["metadata"]["labels"]["torchyard.dev/role"], argv, env, result_path))
     return out
-
-
-def _local_addresses(value: str, addresses: dict[str, str]) -> str:
-    return ",".join(addresses[a.split(".", 1)[0]] for a in value.split(",") if a)
 
 
 class ProgressBar:

@@ -6,10 +6,8 @@ variables into every training container, and the bundled trainer reads them back
 image can use it without pulling in kopf or the Kubernetes client. docs/contract.md explains each
 variable for users who bring their own script.
 
-Ranks are assigned per process, not per pod: a pod with ``gpus: 4`` runs four processes, so it
-takes four consecutive ranks starting at ``RANK`` and ``WORLD_SIZE`` counts every process of the
-job. Parameter servers come first (ranks ``0..P-1``), then workers; in an ``AllReduce`` job the
-workers start at rank 0.
+Which pod gets which rank, role and address is decided in one place,
+:mod:`torchyard_spec.topology`; this module only names the variables and carries their values.
 """
 
 from __future__ import annotations
@@ -73,11 +71,6 @@ RESULT_MAX_BYTES = 4096
 PROGRESS_FIELDS = ("step", "totalSteps", "epoch", "loss", "samplesPerSecond", "percent", "etaSeconds")
 
 
-def processes_per_pod(gpus: int) -> int:
-    """A GPU pod runs one process per GPU; a CPU pod runs one process."""
-    return max(1, int(gpus))
-
-
 @dataclass(frozen=True)
 class PodEnv:
     """Everything one pod learns from its environment, as typed values.
@@ -109,6 +102,7 @@ class PodEnv:
     progress_url: str = ""
     progress_token: str = ""
     result_path: str = DEFAULT_RESULT_PATH
+    node_rank: int = 0  # torchrun's node rank: the pod's position in rank order
 
     def to_environ(self) -> dict[str, str]:
         """The variables as the operator writes them (all strings, stable order)."""
@@ -118,10 +112,10 @@ class PodEnv:
             WORLD_SIZE: str(self.world_size),
             RANK: str(self.rank),
             LOCAL_WORLD_SIZE: str(self.local_world_size),
-            GROUP_RANK: str(self._node_rank()),
-            PET_NNODES: str(self._nnodes()),
+            GROUP_RANK: str(self.node_rank),
+            PET_NNODES: str(self.num_parameter_servers + self.num_workers),
             PET_NPROC_PER_NODE: str(self.local_world_size),
-            PET_NODE_RANK: str(self._node_rank()),
+            PET_NODE_RANK: str(self.node_rank),
             PET_MASTER_ADDR: self.master_addr,
             PET_MASTER_PORT: str(self.master_port),
             JOB_NAME: self.job_name,
@@ -143,15 +137,6 @@ class PodEnv:
             PROGRESS_TOKEN: self.progress_token,
             RESULT_PATH: self.result_path,
         }
-
-    def _node_rank(self) -> int:
-        # torchrun's node rank: pods of the job in rank order (parameter servers, then workers).
-        if self.role == ROLE_WORKER:
-            return self.num_parameter_servers + self.role_index
-        return self.role_index
-
-    def _nnodes(self) -> int:
-        return self.num_parameter_servers + self.num_workers
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> "PodEnv":
@@ -206,6 +191,7 @@ class PodEnv:
             progress_url=env.get(PROGRESS_URL, ""),
             progress_token=env.get(PROGRESS_TOKEN, ""),
             result_path=env.get(RESULT_PATH, DEFAULT_RESULT_PATH),
+            node_rank=int(env.get(GROUP_RANK, "0")),
         )
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from torchyard_spec.contract import ROLE_PARAMETER_SERVER, ROLE_WORKER, STRATEGY_PARAMETER_SERVER, PodEnv
+from torchyard_spec.topology import parameter_server_processes
 from torchyard_trainer.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -46,15 +47,9 @@ class Process:
     def from_env(cls, env: PodEnv, local_rank: int = 0) -> "Process":
         if env.role not in (ROLE_WORKER, ROLE_PARAMETER_SERVER):
             raise UserError("spec", f"unknown role {env.role!r} in the pod environment")
-        if env.strategy == STRATEGY_PARAMETER_SERVER:
-            if env.role == ROLE_PARAMETER_SERVER:
-                servers = env.num_parameter_servers * env.local_world_size
-            else:
-                servers = env.rank - env.role_index * env.local_world_size
-            if servers < 1:
-                raise UserError("spec.parameterServer.replicas", "the ParameterServer strategy needs at least one")
-        else:
-            servers = 0
+        servers = parameter_server_processes(env)
+        if env.strategy == STRATEGY_PARAMETER_SERVER and servers < 1:
+            raise UserError("spec.parameterServer.replicas", "the ParameterServer strategy needs at least one")
         return cls(env=env, rank=env.rank + local_rank, local_rank=local_rank,
                    world_size=env.world_size, role=env.role, parameter_servers=servers)
 

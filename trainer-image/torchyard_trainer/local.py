@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,8 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from torchyard_spec.contract import (ROLE_PARAMETER_SERVER, ROLE_WORKER, STRATEGY_ALLREDUCE, STRATEGY_PARAMETER_SERVER,
-                                PodEnv)
+from torchyard_spec.topology import Topology, free_port, loopback
 
 TRAINER_COMMAND = (sys.executable, "-m", "torchyard_trainer")
 TAIL_LINES = 200
@@ -115,36 +113,24 @@ def launch(environs: Sequence[Mapping[str, str]], *, timeout: float | None = Non
     return start(environs, **kwargs).wait(timeout=timeout, stop_on_failure=stop_on_failure)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def gang_environs(*, config: dict, workers: int, parameter_servers: int = 0, checkpoint_dir: str,
                   model_dir: str, result_dir: str, job_name: str = "local", attempt: int = 0,
                   port: int | None = None, metrics_port: int = 0, progress_url: str = "",
                   progress_token: str = "") -> tuple[list[str], list[dict[str, str]]]:
     """Names and contract environments for a local job of one-process pods on 127.0.0.1.
 
-    Parameter servers come first, as in a cluster; each process writes its result to
+    The layout is the cluster's (torchyard_spec.topology); each process writes its result to
     ``<result_dir>/<name>.json``.
     """
-    port = port or free_port()
-    strategy = STRATEGY_PARAMETER_SERVER if parameter_servers else STRATEGY_ALLREDUCE
-    roles = [(ROLE_PARAMETER_SERVER, i) for i in range(parameter_servers)] + [(ROLE_WORKER, i) for i in range(workers)]
+    topology = Topology.of(workers, parameter_servers)
+    network = loopback(port or free_port())
     names, environs = [], []
-    for rank, (role, index) in enumerate(roles):
-        name = f"{job_name}-{role}-{index}"
-        env = PodEnv(
-            job_name=job_name, namespace="local", strategy=strategy, role=role, role_index=index,
-            master_addr="127.0.0.1", master_port=port, world_size=len(roles), rank=rank, local_world_size=1,
-            num_workers=workers, num_parameter_servers=parameter_servers,
-            worker_addresses=tuple("127.0.0.1" for _ in range(workers)),
-            parameter_server_addresses=tuple("127.0.0.1" for _ in range(parameter_servers)),
-            checkpoint_dir=checkpoint_dir, model_dir=model_dir, model_name=job_name, trainer_config=config,
-            attempt=attempt, metrics_port=metrics_port + rank if metrics_port else 0,
+    for member in topology.members():
+        name = f"{job_name}-{member.name}"
+        env = topology.pod_env(
+            member, network, job_name=job_name, namespace="local", checkpoint_dir=checkpoint_dir,
+            model_dir=model_dir, model_name=job_name, trainer_config=config, attempt=attempt,
+            metrics_port=metrics_port + member.rank if metrics_port else 0,
             progress_url=progress_url, progress_token=progress_token,
             result_path=os.path.join(result_dir, f"{name}.json"),
         )

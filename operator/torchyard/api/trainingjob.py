@@ -13,8 +13,13 @@ from typing import Any, Mapping
 from torchyard.api.errors import SpecError
 from torchyard.api.meta import owner_reference
 from torchyard.api.fields import Fields
-from torchyard_spec import catalog, contract
+from torchyard_spec import contract
+from torchyard_spec.errors import FieldError
+from torchyard_spec.topology import Topology, processes_per_pod
+from torchyard_spec.trainer import TrainerConfig, parse_trainer
 
+# Bounds of runPolicy.progressDeadlineSeconds: above the trainer's report interval, at most a week.
+PROGRESS_DEADLINE_MIN, PROGRESS_DEADLINE_MAX = 10, 604800
 GROUP = "torchyard.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -49,7 +54,7 @@ class RoleSpec:
 
     @property
     def processes(self) -> int:
-        return contract.processes_per_pod(self.gpus)
+        return processes_per_pod(self.gpus)
 
     @property
     def custom(self) -> bool:
@@ -67,6 +72,7 @@ class RunPolicy:
     restart_policy: str = "OnFailure"
     restart_scope: str = "Gang"
     startup_deadline_seconds: int | None = None
+    progress_deadline_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -85,21 +91,25 @@ class TrainingJobSpec:
     parameter_server: RoleSpec | None
     run_policy: RunPolicy
     storage: Storage
-    trainer: Mapping[str, Any]
+    trainer: Mapping[str, Any]  # as the user wrote it; the pods receive it as JSON
     image: str | None
     model_name: str | None
+    trainer_settings: TrainerConfig | None = None  # None when every role runs its own command
 
-    def roles(self) -> list[tuple[str, RoleSpec]]:
-        """Roles in rank order: parameter servers first, then workers."""
-        out = []
-        if self.parameter_server is not None:
-            out.append((contract.ROLE_PARAMETER_SERVER, self.parameter_server))
-        out.append((contract.ROLE_WORKER, self.worker))
-        return out
+    def role(self, name: str) -> RoleSpec:
+        """The spec of a role by its contract name (``worker`` or ``ps``)."""
+        return self.parameter_server if name == contract.ROLE_PARAMETER_SERVER else self.worker
+
+    @property
+    def topology(self) -> Topology:
+        """Ranks, roles and the rendezvous pod, laid out by the one rule the trainer also uses."""
+        ps = self.parameter_server
+        return Topology.of(self.worker.replicas, ps.replicas if ps else 0, worker_processes=self.worker.processes,
+                           parameter_server_processes=ps.processes if ps else 1, strategy=self.strategy)
 
     @property
     def world_size(self) -> int:
-        return sum(role.replicas * role.processes for _, role in self.roles())
+        return self.topology.world_size
 
 
 @dataclass(frozen=True)
@@ -130,8 +140,6 @@ def parse_training_job(obj: Mapping[str, Any]) -> TrainingJob:
     image = root.string("image")
     trainer = root.mapping("trainer")
     uses_bundled = not worker.custom or (parameter_server is not None and not parameter_server.custom)
-    if uses_bundled:
-        _check_trainer(Fields(trainer, "spec.trainer"))
     spec = TrainingJobSpec(
         strategy=strategy,
         worker=worker,
@@ -139,6 +147,7 @@ def parse_training_job(obj: Mapping[str, Any]) -> TrainingJob:
         run_policy=_parse_run_policy(root.child("runPolicy"), strategy),
         storage=_parse_storage(root.child("storage")),
         trainer=dict(trainer),
+        trainer_settings=_parse_trainer(trainer) if uses_bundled else None,
         image=image,
         model_name=root.string("modelName"),
     )
@@ -187,6 +196,8 @@ def _parse_run_policy(f: Fields, strategy: str) -> RunPolicy:
         restart_policy=f.enum("restartPolicy", RESTART_POLICIES, default="OnFailure"),
         restart_scope=f.enum("restartScope", RESTART_SCOPES, default="Gang"),
         startup_deadline_seconds=f.integer("startupDeadlineSeconds", default=None, minimum=1),
+        progress_deadline_seconds=f.integer("progressDeadlineSeconds", default=None, minimum=PROGRESS_DEADLINE_MIN,
+                                            maximum=PROGRESS_DEADLINE_MAX),
     )
 
 
@@ -198,41 +209,9 @@ def _parse_storage(f: Fields) -> Storage:
     )
 
 
-def _check_trainer(f: Fields) -> None:
-    """Checks of the bundled trainer's settings that the schema cannot make."""
-    model = f.child("model")
-    model_name = model.enum("name", catalog.MODELS, default="mlp")
-    if model_name == "module":
-        model.module_ref("module", required=True)
-    dataset = f.child("dataset")
-    dataset_name = dataset.enum("name", catalog.DATASETS, default="digits")
-    if dataset_name == "file":
-        dataset.string("path", required=True)
-    if dataset_name == "module":
-        dataset.module_ref("module", required=True)
-    f.integer("epochs", default=None, minimum=1)
-    f.integer("batchSize", default=None, minimum=1)
-    f.integer("checkpointEverySteps", default=0, minimum=0)
-    f.enum("metric", catalog.METRICS, default="accuracy")
-    optimizer = f.child("optimizer")
-    optimizer.enum("name", catalog.OPTIMIZERS, default="sgd")
-    optimizer.number("learningRate", default=0.01, minimum=0.0, exclusive_minimum=True)
-    f.child("parameterServer").enum("mode", catalog.PS_MODES, default="Sync")
-    compression = f.child("compression")
-    pruning = compression.child("pruning")
-    if pruning.present:
-        pruning.enum("method", catalog.PRUNING_METHODS, default="global-unstructured")
-        sparsity = pruning.number("sparsity", default=None, minimum=0.0, maximum=1.0)
-        threshold = pruning.number("threshold", default=None, minimum=0.0)
-        if (sparsity is None) == (threshold is None):
-            raise SpecError(pruning.path, "needs exactly one of sparsity or threshold")
-        if sparsity == 1.0:
-            raise SpecError(f"{pruning.path}.sparsity", "must be < 1 (pruning every weight leaves no model)")
-    distillation = compression.child("distillation")
-    if distillation.present:
-        distillation.number("temperature", default=2.0, minimum=0.0, exclusive_minimum=True)
-        distillation.number("alpha", default=0.5, minimum=0.0, maximum=1.0)
-        has_version = distillation.child("teacher").string("modelVersion") is not None
-        has_path = distillation.string("teacherPath") is not None
-        if has_version == has_path:
-            raise SpecError(distillation.path, "needs exactly one of teacher.modelVersion or teacherPath")
+def _parse_trainer(raw: Mapping[str, Any]) -> TrainerConfig:
+    """The bundled trainer's settings, by the parser the trainer itself runs on the same JSON."""
+    try:
+        return parse_trainer(raw)
+    except FieldError as exc:
+        raise SpecError(exc.field, exc.problem) from None

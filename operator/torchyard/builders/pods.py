@@ -12,6 +12,7 @@ from torchyard.builders.security import container_security_context, pod_security
 from torchyard.builders.strategies import Role, strategy_for
 from torchyard.settings import Settings
 from torchyard_spec import contract
+from torchyard_spec.topology import Network
 
 CONTAINER = "trainer"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -50,10 +51,11 @@ def build_service(job: TrainingJob) -> dict:
     }
 
 
-def build_pods(job: TrainingJob, attempt: int, settings: Settings, trainer_config: Mapping[str, Any] | None = None) -> list[dict]:
+def build_pods(job: TrainingJob, attempt: int, settings: Settings, trainer_config: Mapping[str, Any] | None = None,
+               network: Network | None = None) -> list[dict]:
     """Every pod of the job, in rank order."""
     return [
-        build_pod(job, role, index, attempt, settings, trainer_config)
+        build_pod(job, role, index, attempt, settings, trainer_config, network)
         for role in strategy_for(job.spec).roles(job.spec)
         for index in range(role.spec.replicas)
     ]
@@ -66,10 +68,11 @@ def build_pod(
     attempt: int,
     settings: Settings,
     trainer_config: Mapping[str, Any] | None = None,
+    network: Network | None = None,
 ) -> dict:
     spec = role.spec
     name = names.pod_name(job.name, role.name, index)
-    env = pod_env(job, role, index, attempt, settings, trainer_config)
+    env = pod_env(job, role, index, attempt, settings, trainer_config, network)
     pod_spec: dict[str, Any] = {
         "hostname": name,
         "subdomain": names.service_name(job.name),

@@ -1,70 +1,50 @@
 """AllReduce and ParameterServer as two strategies behind one small interface.
 
-A strategy answers the only questions on which the two topologies differ: which roles exist, in
-rank order, and which pod hosts the rendezvous. Everything else (pods, env, status, failure
-policy) is shared, so the reconciler never branches on the strategy.
+The only questions on which the two differ (which roles exist, in what rank order, which pod
+hosts the rendezvous) are answered by the job's topology (torchyard_spec.topology), the same
+layout `torchyard run` and the trainer use. Everything else (pods, env, status, failure policy)
+is shared, so the reconciler never branches on the strategy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
+from torchyard.api.trainingjob import STRATEGIES as STRATEGY_NAMES
 from torchyard.api.trainingjob import RoleSpec, TrainingJobSpec
-from torchyard_spec import contract
+from torchyard_spec.topology import Member
 
 
 @dataclass(frozen=True)
 class Role:
-    """One role of a job as the builders see it: its name, spec, and first global rank."""
+    """One role of a job as the builders see it: its name, spec, and its pods in rank order."""
 
     name: str
     spec: RoleSpec
-    first_rank: int
+    members: tuple[Member, ...]
 
     def rank_of(self, index: int) -> int:
-        return self.first_rank + index * self.spec.processes
+        return self.members[index].rank
 
 
-class Strategy(Protocol):
+@dataclass(frozen=True)
+class Strategy:
     name: str
 
-    def roles(self, spec: TrainingJobSpec) -> list[Role]: ...
+    def roles(self, spec: TrainingJobSpec) -> list[Role]:
+        """The job's roles in rank order."""
+        topology = spec.topology
+        members = topology.members()
+        return [Role(g.role, spec.role(g.role), tuple(m for m in members if m.role == g.role))
+                for g in topology.groups]
 
     def master(self, spec: TrainingJobSpec) -> tuple[str, int]:
         """(role, index) of the pod whose address is MASTER_ADDR."""
+        master = spec.topology.master
+        return master.role, master.index
 
 
-def _ranked(named: list[tuple[str, RoleSpec]]) -> list[Role]:
-    roles, rank = [], 0
-    for name, spec in named:
-        roles.append(Role(name, spec, rank))
-        rank += spec.replicas * spec.processes
-    return roles
-
-
-class AllReduce:
-    name = contract.STRATEGY_ALLREDUCE
-
-    def roles(self, spec: TrainingJobSpec) -> list[Role]:
-        return _ranked([(contract.ROLE_WORKER, spec.worker)])
-
-    def master(self, spec: TrainingJobSpec) -> tuple[str, int]:
-        return contract.ROLE_WORKER, 0
-
-
-class ParameterServer:
-    name = contract.STRATEGY_PARAMETER_SERVER
-
-    def roles(self, spec: TrainingJobSpec) -> list[Role]:
-        assert spec.parameter_server is not None, "parse_training_job guarantees it"
-        return _ranked([(contract.ROLE_PARAMETER_SERVER, spec.parameter_server), (contract.ROLE_WORKER, spec.worker)])
-
-    def master(self, spec: TrainingJobSpec) -> tuple[str, int]:
-        return contract.ROLE_PARAMETER_SERVER, 0
-
-
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (AllReduce(), ParameterServer())}
+STRATEGIES: dict[str, Strategy] = {name: Strategy(name) for name in STRATEGY_NAMES}
 
 
 def strategy_for(spec: TrainingJobSpec) -> Strategy:
