@@ -74,7 +74,8 @@ def test_progress_reports_and_metrics_while_training(tmp_path):
         server.shutdown()
     assert results[0].returncode == 0, "\n".join(results[0].output)
 
-    labels = 'job="local",rank="0",role="worker"'
+    # The model's name (the job's, by default) and, while training, the run's name: the artifact directory.
+    labels = 'job="local",model_name="local",model_version="m",rank="0",role="worker"'
     for name in ("loss", "samples_per_second", "progress_ratio", "steps_total", "step_seconds_count",
                  "communication_seconds_count"):
         assert f"torchyard_trainer_{name}{{{labels}}}" in metrics, name

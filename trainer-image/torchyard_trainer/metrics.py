@@ -1,8 +1,12 @@
 """Every Prometheus metric a trainer process exports, declared in one place.
 
 Each process (worker or parameter server) serves its own registry on ``TORCHYARD_METRICS_PORT``
-(port 0 turns the endpoint off). Labels are ``job``, ``role`` and ``rank`` only, so a job's series
-count is bounded by its process count. The bind address defaults to every interface, as a pod
+(port 0 turns the endpoint off). Labels are ``job``, ``role`` and ``rank``, so a job's series
+count is bounded by its process count, and ``model_name`` and ``model_version``, which are fixed
+for a job, so training and serving of a model line up on one dashboard. A run learns its version
+number only when it succeeds (the operator numbers ModelVersions then), so while it trains its
+``model_version`` is the run's own name: the directory its artifact is written to, which the
+ModelVersion's ``spec.artifact.path`` ends with. The bind address defaults to every interface, as a pod
 needs; ``TORCHYARD_METRICS_BIND_ADDRESS`` narrows it (tests use 127.0.0.1).
 """
 
@@ -17,16 +21,22 @@ log = logging.getLogger(__name__)
 
 BIND_ADDRESS_ENV = "TORCHYARD_METRICS_BIND_ADDRESS"
 DEFAULT_BIND_ADDRESS = "0.0.0.0"
-LABELS = ("job", "role", "rank")
+LABELS = ("job", "role", "rank", "model_name", "model_version")
 _STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def run_version(model_dir: str) -> str:
+    """The run's name while it has no version number: its artifact directory's name."""
+    return os.path.basename(model_dir.rstrip("/"))
 
 
 class TrainerMetrics:
     """The metric children of one process, with the label values already bound."""
 
-    def __init__(self, job: str, role: str, rank: int):
+    def __init__(self, job: str, role: str, rank: int, model_name: str | None = None, model_version: str = ""):
         self.registry = CollectorRegistry()
-        labels = {"job": job, "role": role, "rank": str(rank)}
+        labels = {"job": job, "role": role, "rank": str(rank), "model_name": model_name or job,
+                  "model_version": model_version}
 
         def bound(metric):
             return metric.labels(**labels)
@@ -51,6 +61,11 @@ class TrainerMetrics:
         self.steps = bound(Counter(
             "torchyard_trainer_steps", "Training steps completed (workers) or updates applied (parameter servers).",
             LABELS, registry=self.registry))
+
+    @classmethod
+    def for_process(cls, env, rank: int) -> "TrainerMetrics":
+        """The metrics of one process of the job ``env`` (a contract.PodEnv) describes."""
+        return cls(env.job_name, env.role, rank, model_name=env.model_name, model_version=run_version(env.model_dir))
 
     def serve(self, port: int, address: str | None = None) -> None:
         """Expose the registry over HTTP; ``port`` 0 leaves it unexposed."""

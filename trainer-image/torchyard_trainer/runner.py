@@ -46,7 +46,7 @@ def _run(env: PodEnv, local_rank: int) -> None:
     config = parse_config(env.trainer_config)
     process = distributed.Process.from_env(env, local_rank)
     data = load_dataset(config.dataset, config.seed, config.metric)
-    metrics = TrainerMetrics(env.job_name, env.role, process.rank)
+    metrics = TrainerMetrics.for_process(env, process.rank)
     metrics.serve(env.metrics_port + local_rank if env.metrics_port > 0 else 0)
     if process.is_parameter_server:
         run_parameter_server(process, config, data, metrics)
