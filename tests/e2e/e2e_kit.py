@@ -92,7 +92,9 @@ class Resources:
             return self.installed.core.create_namespaced_resource_quota(self.ns, obj)
         raise AssertionError(f"the kit does not create {kind}")
 
-    def claim(self, name: str, mode: str = "ReadWriteMany") -> str:
+    def claim(self, name: str, mode: str = "ReadWriteOnce") -> str:
+        """A claim of the cluster's default class; one node, so ReadWriteOnce serves every pod (and
+        kind's local-path provisioner offers no other mode)."""
         self.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
                      "spec": {"accessModes": [mode], "resources": {"requests": {"storage": "1Gi"}}}})
         return name
@@ -134,13 +136,26 @@ def remove(installed, kind: str, name: str, timeout: float = 180) -> None:
         delete = lambda: installed.core.delete_namespaced_resource_quota(name, ns)  # noqa: E731
     else:
         raise AssertionError(f"the kit does not delete {kind}")
-    if read_or_none(read) is not None:
+    found = read_or_none(read)
+    if found is not None:
         read_or_none(delete)
         wait(lambda: read_or_none(read) is None, f"{kind} {name} deleted", timeout)
+    if kind == "PersistentVolumeClaim" and found is not None and found.spec.volume_name:
+        release_volume(installed, found.spec.volume_name)
     selector = {"TrainingJob": JOB_LABEL, "ModelDeployment": DEPLOYMENT_LABEL}.get(kind)
     if selector:
         wait(lambda: not installed.core.list_namespaced_pod(ns, label_selector=f"{selector}={name}").items,
              f"the pods of {kind} {name} gone", timeout)
+
+
+def release_volume(installed, name: str) -> None:
+    """A pre-made volume kept (Retain) after its claim went is made Available again, as it was
+    before the test claimed it; what the test wrote stays in run directories no later run reuses."""
+    volume = read_or_none(lambda: installed.core.read_persistent_volume(name))
+    if volume is not None and volume.spec.persistent_volume_reclaim_policy == "Retain":
+        wait(lambda: installed.core.read_persistent_volume(name).status.phase == "Released", f"volume {name} released", 30,
+             interval=0.5)
+        installed.core.patch_persistent_volume(name, {"spec": {"claimRef": None}})
 
 
 def remove_model_versions(installed, model: str) -> None:

@@ -49,7 +49,10 @@ def serving(installed):
     res = Resources(installed)
     res.model(MODEL)
     try:
-        res.create(example("serving-1-deployment.yaml", "PersistentVolumeClaim"))
+        claim = example("serving-1-deployment.yaml", "PersistentVolumeClaim")
+        if installed.runtime == "kind":  # its local-path provisioner has no ReadWriteMany; one node needs none
+            claim["spec"]["accessModes"] = ["ReadWriteOnce"]
+        res.create(claim)
         res.create(example("serving-1-deployment.yaml", "ModelDeployment"))
         status = train(installed, res, example("serving-2-train.yaml"))
         assert status["result"]["modelVersion"] == f"{MODEL}-v1", status["result"]
