@@ -15,8 +15,9 @@ METRICS = ("accuracy", "loss", "mse", "mae")
 PS_MODES = ("Sync", "Async")
 PRUNING_METHODS = ("global-unstructured", "structured-channel")
 
-# A user's own model or dataset factory: ``package.module:function``.
-MODULE_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+# A user's own model or dataset factory: ``package.module:function``. The CRD uses the same pattern.
+MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+MODULE_REF = re.compile(MODULE_PATTERN)
 
 # What a bundled dataset teaches, and the metrics each task reports (file and module datasets
 # decide their task from their data, so only the trainer can check those).
