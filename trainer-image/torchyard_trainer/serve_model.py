@@ -27,6 +27,7 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 PREDICTIONS_NAME = "predictions"
 DATATYPE = "FP32"
+FP32_MAX = 3.4028234663852886e38
 
 
 class RequestError(Exception):
@@ -246,15 +247,22 @@ def parse_input(request: dict, input_shape: list[int], max_batch: int) -> torch.
     shape = _check_shape(spec, input_shape, max_batch)
     if "data" not in spec:
         raise _bad("inputs[0] has no data")
-    flat: list[float] = []
-    _flatten(spec["data"], flat, depth=len(shape))
+    flat = _numbers(spec["data"], depth=len(shape))
     expected = math.prod(shape)
     if len(flat) != expected:
         raise _bad(f"inputs[0].data has {len(flat)} values; shape {shape} needs {expected}")
-    batch = torch.tensor(flat, dtype=torch.float32).reshape(shape)
-    if not torch.isfinite(batch).all():
+    if flat and max(max(flat), -min(flat)) > FP32_MAX:
         raise _bad("inputs[0].data holds values outside the FP32 range")
-    return batch
+    return torch.tensor(flat, dtype=torch.float32).reshape(shape)
+
+
+def _numbers(data: Any, depth: int) -> list:
+    """The values of ``data`` in row-major order. A flat list of numbers, the usual case, is taken as it is."""
+    if isinstance(data, list) and all(type(v) is float or type(v) is int for v in data):
+        return data
+    flat: list[float] = []
+    _flatten(data, flat, depth)
+    return flat
 
 
 def requested_outputs(request: dict, names: frozenset[str]) -> frozenset[str]:
