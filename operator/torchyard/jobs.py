@@ -9,7 +9,10 @@ view, and it writes status only when the decision changed it.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timezone
+
+import kopf
 
 from torchyard import metrics
 from torchyard.coalesce import Coalescer
@@ -17,15 +20,20 @@ from torchyard.api.errors import SpecError
 from torchyard.api.trainingjob import TrainingJob, parse_training_job
 from torchyard.builders.pods import build_pod, build_service
 from torchyard.builders.strategies import strategy_for
-from torchyard.kube.client import Kube
+from torchyard.kube.client import Kube, Refused
 from torchyard.progress import token_matches
+from torchyard.reconcile import conditions as cond
+from torchyard.reconcile.backoff import LASTING_SECONDS, Backoff
 from torchyard.reconcile.conditions import timestamp
 from torchyard.reconcile.decide import TERMINAL, Observed, Plan, decide, invalid_spec
 from torchyard.reconcile.observe import parse_time, view_pod
 from torchyard.registry import ModelRegistry
 from torchyard.settings import Settings
+from torchyard_spec import contract
 
 log = logging.getLogger(__name__)
+# The part of the spec each built object comes from, named when the API server refuses it.
+ROLE_FIELDS = {contract.ROLE_WORKER: "spec.worker", contract.ROLE_PARAMETER_SERVER: "spec.parameterServer"}
 
 
 class JobReconciler:
@@ -34,14 +42,25 @@ class JobReconciler:
         self.settings = settings
         self.registry = ModelRegistry(kube)
         self._passes = Coalescer()
+        self._backoff = Backoff()
         self._phases: dict[tuple[str, str], str] = {}
 
     def reconcile(self, namespace: str, name: str) -> None:
         self._passes.run((namespace, name), lambda: self._timed(namespace, name))
 
     def _timed(self, namespace: str, name: str) -> None:
-        with metrics.reconciling("TrainingJob"):
-            self._reconcile(namespace, name)
+        key = (namespace, name)
+        if not self._backoff.due(key, time.monotonic()):
+            return
+        try:
+            with metrics.reconciling("TrainingJob"):
+                self._reconcile(namespace, name)
+        except kopf.TemporaryError as exc:
+            lasted = self._backoff.failed(key, time.monotonic())
+            if lasted >= LASTING_SECONDS:
+                self._show_trouble(namespace, name, exc, lasted)
+            raise
+        self._backoff.succeeded(key)
 
     def forget(self, namespace: str, name: str) -> None:
         self._set_phase_gauge(namespace, name, None)
@@ -62,7 +81,11 @@ class JobReconciler:
             trainer_config = self.registry.trainer_config(job) if plan.create_pods else None
         except SpecError as exc:
             return self._reject(obj, previous, exc, now)
-        self._act(job, plan, trainer_config)
+        _clear_trouble(plan.status)
+        try:
+            self._act(job, plan, trainer_config)
+        except SpecError as exc:  # the API server refused an object built from the spec
+            return self._reject(obj, previous, exc, now)
         self._record(obj, job, previous, plan)
         self.registry.record(obj, job, plan.status)
 
@@ -84,10 +107,11 @@ class JobReconciler:
         for name in plan.delete_pods:
             self.kube.delete_pod(job.namespace, name)
         if plan.create_service:
-            self.kube.create_service(build_service(job))
+            _create(self.kube.create_service, build_service(job), "metadata.name")
         roles = {r.name: r for r in strategy_for(job.spec).roles(job.spec)}
         for role, index in plan.create_pods:
-            self.kube.create_pod(build_pod(job, roles[role], index, plan.status["attempt"], self.settings, trainer_config))
+            pod = build_pod(job, roles[role], index, plan.status["attempt"], self.settings, trainer_config)
+            _create(self.kube.create_pod, pod, ROLE_FIELDS[role])
         if plan.delete_job:
             log.info("deleting TrainingJob %s/%s: ttlSecondsAfterFinished passed", job.namespace, job.name)
             self.kube.delete_job(job.namespace, job.name)
@@ -130,6 +154,22 @@ class JobReconciler:
             metrics.PHASE_TRANSITIONS.labels(meta["namespace"], "Failed").inc()
         self._set_phase_gauge(meta["namespace"], meta["name"], "Failed")
 
+    def _show_trouble(self, namespace: str, name: str, exc: Exception, lasted: float) -> None:
+        """Transient API errors that last become the Degraded condition, so a user sees why the
+        job does not move; the next successful pass removes it."""
+        try:
+            obj = self.kube.get_job(namespace, name)
+            if obj is None:
+                return
+            status = obj.get("status") or {}
+            conditions = cond.set_condition(
+                list(status.get("conditions") or []), cond.DEGRADED, True, "TransientAPIErrors",
+                f"retrying with backoff for {lasted:.0f}s: {exc}", datetime.now(timezone.utc),
+                int(obj["metadata"].get("generation") or 0))
+            self.kube.patch_job_status(namespace, name, {"conditions": conditions})
+        except (kopf.TemporaryError, kopf.PermanentError) as more:
+            log.warning("TrainingJob %s/%s: cannot record the API trouble either: %s", namespace, name, more)
+
     def _count_restart(self, job: TrainingJob, previous: dict, status: dict) -> None:
         if status.get("restarts", 0) > previous.get("restarts", 0):
             metrics.RESTARTS.labels(job.namespace, "user").inc()
@@ -149,3 +189,19 @@ class JobReconciler:
         if phase is not None:
             self._phases[key] = phase
             metrics.JOBS.labels(namespace, phase).inc()
+
+
+def _create(create, manifest: dict, field: str) -> None:
+    """Create one object built from the spec. The API server refusing it will refuse it again:
+    that is an invalid spec, named by the part of the spec the object came from, with the API
+    server's own message."""
+    try:
+        create(manifest)
+    except Refused as exc:
+        raise SpecError(field, f"was refused by the API server: {exc}") from exc
+
+
+def _clear_trouble(status: dict) -> None:
+    """A pass that got this far reached the API server: the Degraded condition no longer holds."""
+    if any(c.get("type") == cond.DEGRADED for c in status.get("conditions") or []):
+        status["conditions"] = [c for c in status["conditions"] if c.get("type") != cond.DEGRADED]

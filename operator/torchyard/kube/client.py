@@ -7,6 +7,7 @@ temporary; a 4xx that retrying cannot fix is permanent and names the object.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from datetime import datetime, timezone
@@ -171,13 +172,40 @@ class translated:
         if not isinstance(exc, ApiException):
             return False
         detail = _reason(exc)
-        if exc.status in (409, 429) or exc.status is None or exc.status >= 500:
+        if _transient(exc):
             raise kopf.TemporaryError(f"{self.what}: {detail}", delay=2) from exc
-        raise kopf.PermanentError(f"{self.what}: {detail}") from exc
+        raise Refused(self.what, exc.status, _api_message(exc)) from exc
+
+
+class Refused(kopf.PermanentError):
+    """The API server answered a 4xx that asking again cannot change (not 409, not 429): the
+    object as built is invalid or not allowed. ``message`` is the API server's own words."""
+
+    def __init__(self, what: str, status: int, message: str):
+        super().__init__(f"{what}: HTTP {status}: {message}")
+        self.what = what
+        self.status = status
+        self.message = message
+
+
+def _transient(exc: ApiException) -> bool:
+    """5xx, 409, 429 and a quota that is full right now: worth asking again later."""
+    if exc.status in (409, 429) or exc.status is None or exc.status >= 500:
+        return True
+    return exc.status == 403 and "exceeded quota" in _api_message(exc)
+
+
+def _api_message(exc: ApiException) -> str:
+    """The API server's explanation (a Status object's message), else the HTTP reason."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    return (body.get("message") if isinstance(body, dict) else None) or str(exc.reason)
 
 
 def _reason(exc: ApiException) -> str:
-    return f"HTTP {exc.status} {exc.reason}"
+    return f"HTTP {exc.status} {exc.reason}: {_api_message(exc)}"
 
 
 # --- serving: ModelVersions, ModelDeployments, version Deployments, the stable Service -------------

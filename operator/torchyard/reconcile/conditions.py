@@ -11,8 +11,10 @@ RESTARTING = "Restarting"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 SUSPENDED = "Suspended"
+# True while the operator keeps meeting transient API errors for this object (it retries with backoff).
+DEGRADED = "Degraded"
 
-ORDER = (CREATED, RUNNING, RESTARTING, SUCCEEDED, FAILED, SUSPENDED)
+ORDER = (CREATED, RUNNING, RESTARTING, SUCCEEDED, FAILED, SUSPENDED, DEGRADED)
 
 
 def timestamp(now: datetime) -> str:
