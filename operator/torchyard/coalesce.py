@@ -18,7 +18,12 @@ class Coalescer:
         self._dirty: set[Hashable] = set()
 
     def run(self, key: Hashable, work: Callable[[], None]) -> None:
-        """Do `work` for `key` now, or leave it to the pass already running for `key`."""
+        """Do `work` for `key` now, or leave it to the pass already running for `key`.
+
+        Whether to go again and giving up the key are one step under the lock: a trigger that
+        arrives after the last check then finds the key free and runs a pass itself, instead of
+        marking a pass dirty that has already decided to stop (and losing, say, a deleted pod).
+        """
         with self._guard:
             if key in self._running:
                 self._dirty.add(key)
@@ -29,9 +34,11 @@ class Coalescer:
                 work()
                 with self._guard:
                     if key not in self._dirty:
+                        self._running.discard(key)
                         return
                     self._dirty.discard(key)
-        finally:
-            with self._guard:
+        except BaseException:
+            with self._guard:  # the resync loop retries; a later trigger must find the key free
                 self._running.discard(key)
                 self._dirty.discard(key)
+            raise

@@ -50,3 +50,40 @@ def test_an_error_frees_the_key():
     ran = []
     coalescer.run("job", lambda: ran.append(1))
     assert ran == [1]
+
+
+class _HookedLock:
+    """A lock that calls a hook once, right after its next release."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.after_release = None
+
+    def __enter__(self):
+        self._lock.acquire()
+
+    def __exit__(self, *exc):
+        self._lock.release()
+        hook, self.after_release = self.after_release, None
+        if hook:
+            hook()
+
+
+def test_a_trigger_just_after_the_last_check_gets_a_pass():
+    # A pod deleted by hand went unnoticed: its event came after the running pass had checked for
+    # more triggers but before it gave up the key, so it marked a pass dirty that never ran again.
+    coalescer, calls = Coalescer(), []
+    coalescer._guard = guard = _HookedLock()
+
+    def trigger():
+        late = threading.Thread(target=coalescer.run, args=("job", work))
+        late.start()
+        late.join(5)
+
+    def work():
+        calls.append(len(calls))
+        if len(calls) == 1:
+            guard.after_release = trigger  # fires when the pass releases the lock after its check
+
+    coalescer.run("job", work)
+    assert calls == [0, 1]

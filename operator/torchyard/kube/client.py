@@ -2,7 +2,9 @@
 
 API exceptions are translated here, once: a conflict or a missing object that another actor
 raced us to is not an error (the next reconcile sees the new state); a 5xx or a timeout is
-temporary; a 4xx that retrying cannot fix is permanent and names the object.
+temporary; a 4xx that retrying cannot fix is permanent and names the object. So is a request
+that got no answer at all (a connection reset, a timeout): every call has a timeout, so a dropped
+connection cannot hold a job's reconcile, and every trigger folded into it, forever.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import uuid
 from datetime import datetime, timezone
 
 import kopf
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -22,6 +25,8 @@ from torchyard.api import modeldeployment as md_api
 from torchyard.api import modelversion as mv_api
 
 log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = (5.0, 30.0)  # seconds to connect, seconds to wait for an answer
 
 
 def load_config() -> None:
@@ -35,6 +40,7 @@ def load_config() -> None:
 class Kube:
     def __init__(self, api_client: client.ApiClient | None = None):
         self.api = api_client or client.ApiClient()
+        _default_timeout(self.api)
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
 
@@ -146,6 +152,18 @@ class Kube:
             log.warning("%s", exc)
 
 
+def _default_timeout(api: client.ApiClient) -> None:
+    """Give every call through `api` a timeout (the client's default is to wait forever)."""
+    call = api.call_api
+
+    def call_with_timeout(*args, **kwargs):
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = REQUEST_TIMEOUT
+        return call(*args, **kwargs)
+
+    api.call_api = call_with_timeout
+
+
 class ignoring:
     """Treat the given HTTP statuses as success (someone else already did it)."""
 
@@ -169,6 +187,8 @@ class translated:
         return self
 
     def __exit__(self, kind, exc, tb):
+        if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):  # no answer: reset, refused, timed out
+            raise kopf.TemporaryError(f"{self.what}: {type(exc).__name__}: {exc}", delay=2) from exc
         if not isinstance(exc, ApiException):
             return False
         detail = _reason(exc)
