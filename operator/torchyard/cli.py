@@ -105,11 +105,11 @@ def peering_priority(args: argparse.Namespace) -> int:
 
 
 def run_rollback(args: argparse.Namespace) -> int:
-    from torchyard.kube.client import ServingKube, current_namespace, load_config
+    from torchyard.kube.client import Kube, current_namespace, load_config
     from torchyard.rollback import rollback
 
     load_config()
-    return rollback(ServingKube(), args.namespace or current_namespace(), args.model, args.version, args.wait)
+    return rollback(Kube(), args.namespace or current_namespace(), args.model, args.version, args.wait)
 
 
 def load_job_file(path: str):

@@ -20,7 +20,7 @@ from torchyard.api.modelversion import parse_model_version
 from torchyard.api.trainingjob import TrainingJob
 from torchyard.builders import names
 from torchyard.builders.serving import DISTILLATION_FIELD, build_model_version, teacher_of, with_teacher_path
-from torchyard.kube.client import Kube, ServingKube
+from torchyard.kube.client import Kube
 
 log = logging.getLogger(__name__)
 # Registrations that lose the race for a version number this many times in a row give up for now;
@@ -30,7 +30,7 @@ MAX_ATTEMPTS = 10
 
 class ModelRegistry:
     def __init__(self, kube: Kube):
-        self.kube = kube if hasattr(kube, "list_model_versions") else ServingKube(kube.api)
+        self.kube = kube
 
     def trainer_config(self, job: TrainingJob) -> dict[str, Any]:
         """spec.trainer as the trainer should see it: a teacher ModelVersion becomes its artifact path.

@@ -10,10 +10,10 @@ import sys
 import time
 
 from torchyard.api.modelversion import version_name
-from torchyard.kube.client import ServingKube
+from torchyard.kube.client import Kube
 
 
-def find_deployment(kube: ServingKube, namespace: str, model: str) -> dict | None:
+def find_deployment(kube: Kube, namespace: str, model: str) -> dict | None:
     """The ModelDeployment named `model`, else the one serving a model of that name."""
     obj = kube.get_model_deployment(namespace, model)
     if obj is not None:
@@ -21,7 +21,7 @@ def find_deployment(kube: ServingKube, namespace: str, model: str) -> dict | Non
     return next((o for o in kube.list_model_deployments(namespace) if (o.get("spec") or {}).get("modelName") == model), None)
 
 
-def rollback(kube: ServingKube, namespace: str, model: str, version: int | None, wait: float) -> int:
+def rollback(kube: Kube, namespace: str, model: str, version: int | None, wait: float) -> int:
     obj = find_deployment(kube, namespace, model)
     if obj is None:
         print(f"no ModelDeployment {model!r} (or serving model {model!r}) in namespace {namespace}", file=sys.stderr)
@@ -45,7 +45,7 @@ def rollback(kube: ServingKube, namespace: str, model: str, version: int | None,
     return _wait(kube, namespace, name, version, wait) if wait > 0 else 0
 
 
-def _wait(kube: ServingKube, namespace: str, name: str, version: int, timeout: float) -> int:
+def _wait(kube: Kube, namespace: str, name: str, version: int, timeout: float) -> int:
     started = time.monotonic()
     status: dict = {}
     while time.monotonic() - started < timeout:

@@ -30,7 +30,7 @@ from torchyard.builders.serving import (build_deployment, build_service, deploym
                                         selected_version, selector_patch)
 from torchyard.coalesce import Coalescer
 from torchyard.golden import GoldenCheck
-from torchyard.kube.client import Kube, ServingKube
+from torchyard.kube.client import Kube
 from torchyard.reconcile import conditions as cond
 from torchyard.reconcile.health import view_version_health
 from torchyard.reconcile.serving import ServingObserved, ServingPlan, decide_serving
@@ -43,7 +43,7 @@ Key = tuple[str, str]
 
 class ServingReconciler:
     def __init__(self, kube: Kube, settings: Settings, golden: GoldenCheck | None = None):
-        self.kube = kube if hasattr(kube, "list_model_versions") else ServingKube(kube.api)
+        self.kube = kube
         self.settings = settings
         self.golden = golden or GoldenCheck()
         self._passes = Coalescer()

@@ -43,17 +43,14 @@ class Kube:
         _default_timeout(self.api)
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
+        self.apps = client.AppsV1Api(self.api)
 
     # --- TrainingJobs -----------------------------------------------------------------------------
 
     def get_job(self, namespace: str, name: str) -> dict | None:
         with translated(f"get TrainingJob {namespace}/{name}"):
-            try:
-                return self.custom.get_namespaced_custom_object(tj.GROUP, tj.VERSION, namespace, tj.PLURAL, name)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
+            return _or_none(lambda: self.custom.get_namespaced_custom_object(
+                tj.GROUP, tj.VERSION, namespace, tj.PLURAL, name))
 
     def list_jobs(self, namespace: str | None) -> list[dict]:
         with translated("list TrainingJobs"):
@@ -96,14 +93,7 @@ class Kube:
             self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace)
 
     def service_exists(self, namespace: str, name: str) -> bool:
-        with translated(f"get service {namespace}/{name}"):
-            try:
-                self.core.read_namespaced_service(name, namespace)
-                return True
-            except ApiException as exc:
-                if exc.status == 404:
-                    return False
-                raise
+        return self.get_service(namespace, name) is not None
 
     def create_service(self, manifest: dict) -> None:
         meta = manifest["metadata"]
@@ -151,103 +141,7 @@ class Kube:
         except kopf.PermanentError as exc:  # an event is worth a log line, never a failed reconcile
             log.warning("%s", exc)
 
-
-def _default_timeout(api: client.ApiClient) -> None:
-    """Give every call through `api` a timeout (the client's default is to wait forever)."""
-    call = api.call_api
-
-    def call_with_timeout(*args, **kwargs):
-        if kwargs.get("_request_timeout") is None:
-            kwargs["_request_timeout"] = REQUEST_TIMEOUT
-        return call(*args, **kwargs)
-
-    api.call_api = call_with_timeout
-
-
-class ignoring:
-    """Treat the given HTTP statuses as success (someone else already did it)."""
-
-    def __init__(self, *statuses: int):
-        self.statuses = statuses
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        return isinstance(exc, ApiException) and exc.status in self.statuses
-
-
-class translated:
-    """Map API exceptions onto kopf's temporary/permanent errors, naming what was being done."""
-
-    def __init__(self, what: str):
-        self.what = what
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):  # no answer: reset, refused, timed out
-            raise kopf.TemporaryError(f"{self.what}: {type(exc).__name__}: {exc}", delay=2) from exc
-        if not isinstance(exc, ApiException):
-            return False
-        detail = _reason(exc)
-        if _transient(exc):
-            raise kopf.TemporaryError(f"{self.what}: {detail}", delay=2) from exc
-        raise Refused(self.what, exc.status, _api_message(exc)) from exc
-
-
-class Refused(kopf.PermanentError):
-    """The API server answered a 4xx that asking again cannot change (not 409, not 429): the
-    object as built is invalid or not allowed. ``message`` is the API server's own words."""
-
-    def __init__(self, what: str, status: int, message: str):
-        super().__init__(f"{what}: HTTP {status}: {message}")
-        self.what = what
-        self.status = status
-        self.message = message
-
-
-def _transient(exc: ApiException) -> bool:
-    """5xx, 409, 429 and a quota that is full right now: worth asking again later."""
-    if exc.status in (409, 429) or exc.status is None or exc.status >= 500:
-        return True
-    return exc.status == 403 and "exceeded quota" in _api_message(exc)
-
-
-def _api_message(exc: ApiException) -> str:
-    """The API server's explanation (a Status object's message), else the HTTP reason."""
-    try:
-        body = json.loads(exc.body or "{}")
-    except (TypeError, ValueError):
-        body = {}
-    return (body.get("message") if isinstance(body, dict) else None) or str(exc.reason)
-
-
-def _reason(exc: ApiException) -> str:
-    return f"HTTP {exc.status} {exc.reason}: {_api_message(exc)}"
-
-
-# --- serving: ModelVersions, ModelDeployments, version Deployments, the stable Service -------------
-# Added for the serving reconciler (operator/torchyard/serving.py), the model registry
-# (operator/torchyard/registry.py) and `torchyard rollback`.
-
-
-def current_namespace() -> str:
-    """The namespace of the kubeconfig's current context (`default` when it names none)."""
-    try:
-        _, context = config.list_kube_config_contexts()
-    except (config.ConfigException, OSError):
-        return "default"
-    return (context or {}).get("context", {}).get("namespace") or "default"
-
-
-class ServingKube(Kube):
-    """The API calls of the serving side, on the same client and with the same error mapping."""
-
-    def __init__(self, api_client: client.ApiClient | None = None):
-        super().__init__(api_client)
-        self.apps = client.AppsV1Api(self.api)
+    # --- serving: ModelVersions, ModelDeployments, version Deployments, the stable Service ----
 
     # ModelVersions
 
@@ -342,8 +236,94 @@ class ServingKube(Kube):
             self.core.patch_namespaced_service(name, namespace, patch)
 
 
+def _default_timeout(api: client.ApiClient) -> None:
+    """Give every call through `api` a timeout (the client's default is to wait forever)."""
+    call = api.call_api
+
+    def call_with_timeout(*args, **kwargs):
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = REQUEST_TIMEOUT
+        return call(*args, **kwargs)
+
+    api.call_api = call_with_timeout
+
+
+class ignoring:
+    """Treat the given HTTP statuses as success (someone else already did it)."""
+
+    def __init__(self, *statuses: int):
+        self.statuses = statuses
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        return isinstance(exc, ApiException) and exc.status in self.statuses
+
+
+class translated:
+    """Map API exceptions onto kopf's temporary/permanent errors, naming what was being done."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):  # no answer: reset, refused, timed out
+            raise kopf.TemporaryError(f"{self.what}: {type(exc).__name__}: {exc}", delay=2) from exc
+        if not isinstance(exc, ApiException):
+            return False
+        detail = _reason(exc)
+        if _transient(exc):
+            raise kopf.TemporaryError(f"{self.what}: {detail}", delay=2) from exc
+        raise Refused(self.what, exc.status, _api_message(exc)) from exc
+
+
+class Refused(kopf.PermanentError):
+    """The API server answered a 4xx that asking again cannot change (not 409, not 429): the
+    object as built is invalid or not allowed. ``message`` is the API server's own words."""
+
+    def __init__(self, what: str, status: int, message: str):
+        super().__init__(f"{what}: HTTP {status}: {message}")
+        self.what = what
+        self.status = status
+        self.message = message
+
+
+def _transient(exc: ApiException) -> bool:
+    """5xx, 409, 429 and a quota that is full right now: worth asking again later."""
+    if exc.status in (409, 429) or exc.status is None or exc.status >= 500:
+        return True
+    return exc.status == 403 and "exceeded quota" in _api_message(exc)
+
+
+def _api_message(exc: ApiException) -> str:
+    """The API server's explanation (a Status object's message), else the HTTP reason."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    return (body.get("message") if isinstance(body, dict) else None) or str(exc.reason)
+
+
+def _reason(exc: ApiException) -> str:
+    return f"HTTP {exc.status} {exc.reason}: {_api_message(exc)}"
+
+
+def current_namespace() -> str:
+    """The namespace of the kubeconfig's current context (`default` when it names none)."""
+    try:
+        _, context = config.list_kube_config_contexts()
+    except (config.ConfigException, OSError):
+        return "default"
+    return (context or {}).get("context", {}).get("namespace") or "default"
+
+
 def _or_none(read):
-    """The object, or None when the API answers 404."""
+    """The object, or None when the API answers 404: the one way a read treats a missing object
+    (a write that finds it gone uses ``ignoring(404)``)."""
     try:
         return read()
     except ApiException as exc:
