@@ -52,7 +52,7 @@ class Fields:
             raise SpecError(self._at(key), f"must be one of {', '.join(allowed)}; got {value!r}")
         return value
 
-    def integer(self, key: str, default: Any, minimum: int | None = None) -> Any:
+    def integer(self, key: str, default: Any, minimum: int | None = None, maximum: int | None = None) -> Any:
         value = self._get(key, False)
         if value is _MISSING:
             return default
@@ -60,6 +60,8 @@ class Fields:
             raise SpecError(self._at(key), f"must be an integer, got {value!r}")
         if minimum is not None and value < minimum:
             raise SpecError(self._at(key), f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise SpecError(self._at(key), f"must be <= {maximum}, got {value}")
         return value
 
     def number(
