@@ -75,7 +75,7 @@ class GangRun:
 
 def run_gang(root: Path, config: dict, *, workers: int = 2, parameter_servers: int = 0, attempt: int = 0,
              timeout: float = 240, extra_env: dict[str, str] | None = None, stop_on_failure: bool = True,
-             **gang_kwargs) -> GangRun:
+             command: tuple[str, ...] = local.TRAINER_COMMAND, **gang_kwargs) -> GangRun:
     """Run one attempt of a local job whose directories live under ``root`` (reused across attempts).
 
     The rendezvous port is picked free but only bound seconds later, once torch has imported; if
@@ -88,7 +88,8 @@ def run_gang(root: Path, config: dict, *, workers: int = 2, parameter_servers: i
             result_dir=str(root / "results"), attempt=attempt, **gang_kwargs,
         )
         environs = [{**e, **process_environment(extra_env)} for e in environs]
-        results = local.launch(environs, names=names, timeout=timeout, stop_on_failure=stop_on_failure)
+        results = local.launch(environs, names=names, timeout=timeout, stop_on_failure=stop_on_failure,
+                               command=command)
         if not any(_PORT_TAKEN in line for r in results for line in r.output):
             break
     return GangRun(names, results, root)

@@ -80,3 +80,10 @@ class AllReduce:
 
     def finish(self) -> None:
         """Nothing to release: the process group is left by the caller."""
+
+    def stopping(self) -> bool:
+        """Every process is a worker and votes itself."""
+        return False
+
+    def stop(self) -> None:
+        """No peer outside the workers to tell."""

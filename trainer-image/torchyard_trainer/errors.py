@@ -2,7 +2,10 @@
 
 The operator's ``ExitCode`` restart policy treats codes 1-127 as permanent and 128-255 as worth a
 retry, so the codes here are chosen to land on the right side of that line: a bad config is the
-user's to fix (2), a lost peer is infrastructure and a restart of the gang can cure it (170).
+user's to fix (2), a lost peer is infrastructure and a restart of the gang can cure it (170). A
+process stopped by SIGTERM (preemption, a drain, a gang restart) exits with 143, 128 + SIGTERM, as
+a process without a handler would; the operator counts that as an infrastructure restart, never
+against ``backoffLimit``, whatever the restart policy.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_PEER_LOST = 170
+EXIT_PREEMPTED = 143  # 128 + SIGTERM: stopped on request, after writing a checkpoint where it could
 
 # Substrings of the errors torch.distributed backends raise when a peer process is gone or silent.
 _COMMUNICATION_MARKERS = (
@@ -36,6 +40,10 @@ class UserError(Exception):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class Preempted(Exception):
+    """The process was asked to stop (SIGTERM) and stopped at a safe point."""
 
 
 class PeerLost(Exception):

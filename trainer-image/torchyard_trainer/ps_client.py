@@ -32,7 +32,8 @@ class ParameterServerClient:
         self.step = 0
         self._params: list[torch.Tensor] = []
         self._shards: list[list[torch.Tensor]] = []
-        self._buffers = [torch.empty(plan.numel(s)) for s in self.servers]
+        self._buffers = [torch.empty(plan.numel(s) + 1) for s in self.servers]  # + the server's stop flag
+        self.servers_stopping = False
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Bind to ``model``'s parameters (the same objects stay bound if pruning renames them)."""
@@ -49,7 +50,8 @@ class ParameterServerClient:
         for work in sends + receives:
             wire.wait(work, self.timeout)
         for s in self.servers:
-            wire.unflatten_into(self._buffers[s], self._shards[s])
+            wire.unflatten_into(self._buffers[s][:-1], self._shards[s])
+        self.servers_stopping = self.servers_stopping or any(bool(b[-1] > 0) for b in self._buffers)
 
     def update(self, loss: torch.Tensor) -> float:
         """Backward, push each server its gradient shard, adopt the parameters it answers with."""
@@ -93,3 +95,12 @@ class ParameterServerClient:
         self.synchronize()
         for s in self.servers:
             wire.wait(self._send_header(s, wire.OP_DONE), self.timeout)
+
+    def stopping(self) -> bool:
+        """Whether a server said (in its last reply) that it was asked to stop."""
+        return self.servers_stopping
+
+    def stop(self) -> None:
+        """Tell every server the workers stopped early, so it stops too."""
+        for s in self.servers:
+            wire.wait(self._send_header(s, wire.OP_STOP), self.timeout)

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from torchyard_trainer import ps_protocol as wire
+from torchyard_trainer import shutdown
 from torchyard_trainer.config import OptimizerConfig, ParameterServerConfig
 from torchyard_trainer.errors import PeerLost
 from torchyard_trainer.metrics import TrainerMetrics
@@ -62,6 +63,7 @@ class ShardHost:
         self.timeout = timeout
         self.updates = 0
         self.applied = {w: 0 for w in workers}
+        self.stopped = False  # a worker stopped early: the gang was asked to stop
         self._inbox: queue.Queue[_Message] = queue.Queue()
 
     def load(self, checkpoint: dict) -> None:
@@ -74,7 +76,12 @@ class ShardHost:
         self.updates = shard["updates"]
 
     def run(self) -> None:
-        """Serve until every worker is done."""
+        """Serve until every worker is done or has stopped; after SIGTERM, until the workers have
+        checkpointed and stopped (they learn of it from the flag in each reply)."""
+        with shutdown.deferred():
+            self._serve()
+
+    def _serve(self) -> None:
         log.info("parameter server %d: %d tensors, %d values, %s mode, workers %s",
                  self.index, len(self.owned), self.param.numel(), self.mode.mode, self.workers)
         threads = [threading.Thread(target=self._receive, args=(w,), name=f"recv-{w}", daemon=True)
@@ -91,7 +98,8 @@ class ShardHost:
             elif message.op == wire.OP_STATE:
                 state = {"optimizer": self.optimizer.state_dict(), "updates": self.updates}
                 dist.send_object_list([state], dst=message.worker)
-            elif message.op == wire.OP_DONE:
+            elif message.op in wire.FINAL_OPS:
+                self.stopped = self.stopped or message.op == wire.OP_STOP
                 active.discard(message.worker)
                 self._settle(active, pending, held)
         for thread in threads:
@@ -134,7 +142,7 @@ class ShardHost:
                     payload = torch.empty(self.param.numel())
                     wire.wait(dist.irecv(payload, src=worker, tag=wire.TAG_GRADIENTS), self.timeout)
                 self._inbox.put(_Message(worker, op, step, payload))
-                if op == wire.OP_DONE:
+                if op in wire.FINAL_OPS:
                     return
         except Exception as exc:  # any failure of the link means the worker is lost to this job
             self._inbox.put(_Message(worker, _LOST, error=str(exc).splitlines()[0][:300]))
@@ -174,7 +182,9 @@ class ShardHost:
         if not workers:
             return
         start = time.perf_counter()
-        works = [dist.isend(self.param.detach(), dst=w, tag=wire.TAG_PARAMETERS) for w in workers]
+        flag = torch.ones(1) if shutdown.requested() else torch.zeros(1)
+        reply = torch.cat([self.param.detach(), flag])
+        works = [dist.isend(reply, dst=w, tag=wire.TAG_PARAMETERS) for w in workers]
         for work in works:
             wire.wait(work, self.timeout)
         self.metrics.communication_seconds.observe(time.perf_counter() - start)

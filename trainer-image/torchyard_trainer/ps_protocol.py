@@ -5,7 +5,8 @@ group. A worker starts every request with a header, an int64 tensor ``[op, step,
 sent with tag 1; a push follows it with its gradient shard (float32, tag 2). A parameter server
 answers pushes and pulls with its parameter shard (float32, tag 3) and a state request with one
 pickled object (``send_object_list``). Each server owns the parameters the shard plan gives it and
-keeps them as one flat tensor in model order.
+keeps them as one flat tensor in model order. Each parameter reply carries one more value at its
+end: 1.0 once the server has been asked to stop (SIGTERM), so the workers stop and checkpoint too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ OP_PUSH = 1   # gradients for one step; answered with fresh parameters (Sync: on
 OP_PULL = 2   # answered at once with the current parameters
 OP_STATE = 3  # answered at once with {"optimizer": state_dict, "updates": n} (for a checkpoint)
 OP_DONE = 4   # the worker has finished; no answer. A server exits once every worker is done.
-OP_NAMES = {OP_PUSH: "push", OP_PULL: "pull", OP_STATE: "state", OP_DONE: "done"}
+OP_STOP = 5   # the worker stopped early on request (checkpoint written); no answer. The server stops too.
+OP_NAMES = {OP_PUSH: "push", OP_PULL: "pull", OP_STATE: "state", OP_DONE: "done", OP_STOP: "stop"}
+FINAL_OPS = (OP_DONE, OP_STOP)
 
 TAG_HEADER = 1
 TAG_GRADIENTS = 2

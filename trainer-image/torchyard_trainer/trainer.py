@@ -4,11 +4,13 @@
 worker, ``_run_batch`` does one forward pass and hands the loss to the strategy (DDP all-reduce or
 parameter-server push/pull), which owns the backward pass and the update. The loop's position
 (epoch and batch), the optimizer state and every worker's random state go into checkpoints, so a
-restarted gang continues with the very next batch.
+restarted gang continues with the very next batch. After SIGTERM the workers agree on a step to
+stop at (see :class:`StopVote`), checkpoint it and raise :class:`Preempted`.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import time
@@ -19,9 +21,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from torchyard_trainer import checkpoint
+from torchyard_trainer import checkpoint, shutdown
 from torchyard_trainer.data import Dataset
-from torchyard_trainer.distributed import Process, rng_state, set_rng_state
+from torchyard_trainer.distributed import Process, rng_state, set_rng_state, timeout_seconds
+from torchyard_trainer.errors import Preempted
 from torchyard_trainer.evaluation import evaluation_sums, metrics_from_sums
 from torchyard_trainer.metrics import TrainerMetrics
 from torchyard_trainer.progress import ProgressReporter
@@ -43,6 +46,8 @@ class Strategy(Protocol):
     def load(self, state: dict) -> None: ...
     def synchronize(self) -> None: ...
     def finish(self) -> None: ...
+    def stopping(self) -> bool: ...  # a peer outside the worker group (a parameter server) asked to stop
+    def stop(self) -> None: ...  # the workers stopped early; tell those peers
 
 
 class Trainer:
@@ -76,6 +81,7 @@ class Trainer:
         self.checkpointing = True
         self.last_eval: dict[str, float] = {}
         self.train_module = strategy.prepare(model)
+        self.vote = StopVote(process, strategy.group)
         self._samples = 0
         self._busy_seconds = 0.0
         self.wall_seconds = 0.0  # the whole loop, evaluation and checkpoints included
@@ -92,6 +98,11 @@ class Trainer:
     def train(self, until_epoch: int) -> None:
         """Run epochs until ``until_epoch`` (exclusive), evaluating and checkpointing each one."""
         started = time.perf_counter()
+        with shutdown.deferred():
+            self._train(until_epoch)
+        self.wall_seconds += time.perf_counter() - started
+
+    def _train(self, until_epoch: int) -> None:
         while self.epoch < until_epoch:
             self._run_epoch(self.epoch)
             self.epoch, self.batch = self.epoch + 1, 0
@@ -100,7 +111,7 @@ class Trainer:
                 log.info("epoch %d: %s", self.epoch, _fmt(self.last_eval))
             if self.checkpointing:
                 self._checkpoint()
-        self.wall_seconds += time.perf_counter() - started
+        self.vote.settle()
 
     def _evaluate(self) -> dict[str, float]:
         """Held-out metrics, each worker scoring every n-th sample and one all-reduce adding them up."""
@@ -122,6 +133,8 @@ class Trainer:
             due = self.checkpoint_every and self.step % self.checkpoint_every == 0
             if self.checkpointing and due and self.batch < self.steps_per_epoch:  # the epoch end saves anyway
                 self._checkpoint()
+            if self.vote.stop(shutdown.requested() or self.strategy.stopping()):
+                self._stop()
 
     def _run_batch(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
         started = time.perf_counter()
@@ -180,9 +193,52 @@ class Trainer:
         }
         self.writer.submit(snapshot)
 
+    def _stop(self) -> None:
+        """Save this step and leave: the gang was asked to stop (preemption, drain, restart)."""
+        if self.checkpointing:  # while fine-tuning a pruned model, a restart repeats the pruning instead
+            self._checkpoint()
+        self.close()
+        self.strategy.stop()
+        raise Preempted(f"stopped by SIGTERM after step {self.step}"
+                        + ("; checkpoint written" if self.checkpointing else "; fine-tuning restarts from pruning"))
+
     def close(self) -> None:
         """Wait for the last checkpoint to reach the disk."""
         self.writer.close()
+
+
+class StopVote:
+    """Whether any worker wants to stop, agreed by all workers at the same step.
+
+    Each step starts a MAX all-reduce of this worker's wish (CPU, gloo, in the background) and reads
+    the one started a step earlier, so the vote never makes a step wait on the network; every worker
+    reads the same round, so all stop after the same step. With one worker there is nothing to agree.
+    """
+
+    def __init__(self, process: Process, group: dist.ProcessGroup | None):
+        self.alone = process.workers == 1
+        if not self.alone and process.backend != "gloo":  # NCCL groups want device tensors and a sync
+            group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_seconds()))
+        self.group = group
+        self._flag: torch.Tensor | None = None
+        self._work = None
+
+    def stop(self, wish: bool) -> bool:
+        if self.alone:
+            return wish
+        if self.settle():
+            return True
+        self._flag = torch.tensor([int(wish)], dtype=torch.int32)
+        self._work = dist.all_reduce(self._flag, op=dist.ReduceOp.MAX, group=self.group, async_op=True)
+        return False
+
+    def settle(self) -> bool:
+        """Finish the round in flight; whether it voted to stop."""
+        if self._work is None:
+            return False
+        self._work.wait()
+        self._work = None
+        return bool(self._flag.item())
 
 
 def _fmt(metrics: dict[str, float]) -> str:
