@@ -115,7 +115,7 @@ def test_retryable_failure_restarts_the_gang_then_backoff_limit_fails_it(cluster
     last = status(cluster, namespace, "retry")["lastFailure"]
     assert (last["pod"], last["exitCode"], last["reason"]) == ("retry-worker-1", 137, "OOMKilled")
 
-    faults.terminate_container(namespace, "retry-worker-0", exit_code=143)
+    faults.terminate_container(namespace, "retry-worker-0", exit_code=139)  # SIGSEGV: retried, charged
     wait_for(phase_is(cluster, namespace, "retry", "Failed"), "job Failed")
     st = status(cluster, namespace, "retry")
     assert condition(st, "Failed")["reason"] == "BackoffLimitExceeded"

@@ -281,3 +281,28 @@ def test_invalid_spec_is_failed_naming_the_field():
     assert failed["observedGeneration"] == 3
     assert invalid_spec(status, "spec.trainer.model.name", "must be one of mlp, cnn, module; got 'resnet9000'",
                         NOW + timedelta(minutes=1), 3) == status
+
+@pytest.mark.parametrize("policy", ["Never", "OnFailure", "ExitCode"])
+def test_a_rank_stopped_by_sigterm_is_an_infrastructure_restart(policy):
+    # The trainer checkpoints on SIGTERM and exits 143 (preemption, drain): never the user's budget.
+    plan = decide(job(backoffLimit=0, restartPolicy=policy), RUNNING,
+                  observe(pod("worker", 0), pod("worker", 1, "Failed", exit_code=143)))
+    assert plan.status["phase"] == "Restarting"
+    assert plan.status["restarts"] == 0 and plan.status["infrastructureRestarts"] == 1
+    assert plan.status["lastFailure"]["exitCode"] == 143
+
+
+@pytest.mark.parametrize("policy", ["Never", "OnFailure"])
+def test_peers_lost_in_the_wake_of_a_stopped_rank_are_not_charged(policy):
+    plan = decide(job(backoffLimit=0, restartPolicy=policy), RUNNING,
+                  observe(pod("worker", 0, "Failed", exit_code=170), pod("worker", 1, "Failed", exit_code=143)))
+    assert plan.status["phase"] == "Restarting"
+    assert plan.status["restarts"] == 0 and plan.status["infrastructureRestarts"] == 1
+    assert plan.status["lastFailure"]["pod"] == "digits-worker-1"
+
+
+def test_a_lost_peer_alone_is_charged_to_the_user():
+    plan = decide(job(backoffLimit=3), RUNNING, observe(pod("worker", 0), pod("worker", 1, "Failed", exit_code=170)))
+    assert plan.status["phase"] == "Restarting"
+    assert plan.status["restarts"] == 1 and plan.status.get("infrastructureRestarts", 0) == 0
+

@@ -261,6 +261,7 @@ def _fail(job, current, plan, now, reason: str, message: str) -> None:
 
 def _restart_or_fail(job, current, failures: list[Failure], lost: list[str], plan, now) -> None:
     status = plan.status
+    failures = _causes(failures, lost)
     user = [f for f in failures if not f.infrastructure]
     if failures:
         status["lastFailure"] = failures[0].as_status(now)
@@ -288,6 +289,15 @@ def _restart_or_fail(job, current, failures: list[Failure], lost: list[str], pla
     what = failures[0].describe() if failures else f"pods disappeared: {', '.join(lost)}"
     scope = "the whole gang" if job.spec.run_policy.restart_scope == "Gang" else "the failed pods"
     _set_phase(plan, job, now, RESTARTING, "Restarting", f"restarting {scope} (attempt {status['attempt']}): {what}")
+
+
+def _causes(failures: list[Failure], lost: list[str]) -> list[Failure]:
+    """The failures that caused the restart, the cause first. Ranks that only lost a peer (170) in the
+    wake of an infrastructure fault (a stopped or vanished member) are that fault's consequence."""
+    failures = sorted(failures, key=lambda f: (f.consequence, not f.infrastructure))
+    if lost or any(f.infrastructure for f in failures):
+        return [f for f in failures if not f.consequence]
+    return failures
 
 
 def _result_of(worker0: PodView | None) -> dict | None:

@@ -3,7 +3,8 @@
 `restartPolicy` is the user's rule: `Never` never retries, `OnFailure` always does, `ExitCode`
 treats exit codes 1-127 as permanent (the program said no) and 128-255 as retryable (it was
 killed by a signal, the OOM killer among them). Whatever the policy, a failure the program did
-not cause (eviction, preemption, a lost node) is retried and not charged to `backoffLimit`.
+not cause (eviction, preemption, a lost node, a stop on SIGTERM) is retried and not charged to
+`backoffLimit`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ INFRASTRUCTURE_REASONS = frozenset(
      "UnexpectedAdmissionError", "DeletionByTaintManager", "DisruptionTarget"}
 )
 
+# 128 + SIGTERM: the program was stopped from outside (a preemption, a drain, a suspend). The
+# bundled trainer exits with it after checkpointing; any program without a handler dies with it.
+EXIT_STOPPED = 143
+# The bundled trainer's code for "a peer of the gang was lost": the consequence of another
+# member's failure, charged to whatever that failure was when one is seen.
+EXIT_PEER_LOST = 170
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -31,6 +39,10 @@ class Failure:
     message: str
     retryable: bool
     infrastructure: bool
+
+    @property
+    def consequence(self) -> bool:
+        return self.exit_code == EXIT_PEER_LOST
 
     def describe(self) -> str:
         code = f"exit code {self.exit_code}" if self.exit_code is not None else "no exit code"
@@ -46,7 +58,7 @@ class Failure:
 
 
 def classify(pod: PodView, restart_policy: str) -> Failure:
-    infrastructure = pod.reason in INFRASTRUCTURE_REASONS or pod.exit_code is None
+    infrastructure = pod.reason in INFRASTRUCTURE_REASONS or pod.exit_code in (None, EXIT_STOPPED)
     if infrastructure:
         retryable = True
     elif restart_policy == "Never":
