@@ -61,7 +61,7 @@ def declared_in_source() -> dict[str, tuple[str, str]]:
 def _registries():
     from torchyard import metrics as operator_metrics
     from torchyard_trainer.metrics import TrainerMetrics
-    from torchyard_trainer.serve import ServerMetrics  # imports torch: the model server needs it
+    from torchyard_trainer.serve_metrics import ServerMetrics
 
     return [operator_metrics.REGISTRY, TrainerMetrics("job", "worker", 0).registry,
             ServerMetrics("model", "1").registry]

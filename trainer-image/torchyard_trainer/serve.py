@@ -30,8 +30,6 @@ from torchyard_trainer.serve_model import ModelService
 
 log = logging.getLogger("torchyard_trainer.serve")
 
-__all__ = ["ServerMetrics", "main"]
-
 
 class Server(uvicorn.Server):
     """uvicorn's server, turning readiness false the moment a stop signal arrives."""
