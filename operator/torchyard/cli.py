@@ -71,6 +71,7 @@ def run_operator(args: argparse.Namespace) -> int:
 
     import torchyard.handlers.lifecycle  # noqa: F401  importing registers the handlers with kopf
     import torchyard.handlers.modeldeployment  # noqa: F401
+    import torchyard.handlers.nodes  # noqa: F401
     import torchyard.handlers.trainingjob  # noqa: F401
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -21,6 +21,7 @@ from torchyard.api.trainingjob import TrainingJob, parse_training_job
 from torchyard.builders.pods import build_pod, build_service
 from torchyard.builders.strategies import strategy_for
 from torchyard.kube.client import Kube, Refused
+from torchyard.nodes import NodeHealth
 from torchyard.progress import token_matches
 from torchyard.reconcile import conditions as cond
 from torchyard.reconcile.backoff import LASTING_SECONDS, Backoff
@@ -37,9 +38,10 @@ ROLE_FIELDS = {contract.ROLE_WORKER: "spec.worker", contract.ROLE_PARAMETER_SERV
 
 
 class JobReconciler:
-    def __init__(self, kube: Kube, settings: Settings):
+    def __init__(self, kube: Kube, settings: Settings, nodes: NodeHealth | None = None):
         self.kube = kube
         self.settings = settings
+        self.nodes = nodes or NodeHealth()
         self.registry = ModelRegistry(kube)
         self._passes = Coalescer()
         self._backoff = Backoff()
@@ -96,6 +98,9 @@ class JobReconciler:
             service_exists=self.kube.service_exists(job.namespace, job.name),
             now=now,
             stuck_terminating_seconds=self.settings.stuck_terminating_seconds,
+            progress_reported=bool(self.settings.progress_url_base),
+            node_faults=self.nodes.faults(),
+            node_failure_seconds=self.settings.node_failure_seconds,
         )
 
     def _act(self, job: TrainingJob, plan: Plan, trainer_config: dict | None = None) -> None:
@@ -104,11 +109,17 @@ class JobReconciler:
         for name in plan.force_delete_pods:
             log.warning("force-deleting pod %s/%s stuck terminating", job.namespace, name)
             self.kube.delete_pod(job.namespace, name, force=True)
+        if plan.delete_pods:
+            log.info("TrainingJob %s/%s: deleting pods %s", job.namespace, job.name, ", ".join(plan.delete_pods))
         for name in plan.delete_pods:
             self.kube.delete_pod(job.namespace, name)
         if plan.create_service:
+            log.info("TrainingJob %s/%s: creating its Service", job.namespace, job.name)
             _create(self.kube.create_service, build_service(job), "metadata.name")
         roles = {r.name: r for r in strategy_for(job.spec).roles(job.spec)}
+        if plan.create_pods:
+            log.info("TrainingJob %s/%s: creating pods %s (attempt %d)", job.namespace, job.name,
+                     ", ".join(f"{role}-{index}" for role, index in plan.create_pods), plan.status["attempt"])
         for role, index in plan.create_pods:
             pod = build_pod(job, roles[role], index, plan.status["attempt"], self.settings, trainer_config)
             _create(self.kube.create_pod, pod, ROLE_FIELDS[role])
@@ -119,8 +130,10 @@ class JobReconciler:
     def _record(self, obj: dict, job: TrainingJob, previous: dict, plan: Plan) -> None:
         status = plan.status
         if status != previous:
+            self._log_change(job, previous, status)
             self.kube.patch_job_status(job.namespace, job.name, status, obj["metadata"].get("resourceVersion"))
         for kind, reason, message in plan.events:
+            log.info("TrainingJob %s/%s: event %s %s: %s", job.namespace, job.name, kind, reason, message)
             self.kube.emit_event(obj, kind, reason, message)
         phase = status.get("phase", "")
         if phase != previous.get("phase"):
@@ -129,6 +142,14 @@ class JobReconciler:
             if phase == "Running" and status.get("attempt", 0) == 0 and not previous.get("phase") == "Running":
                 self._observe_time_to_running(obj)
         self._set_phase_gauge(job.namespace, job.name, phase)
+
+    def _log_change(self, job: TrainingJob, previous: dict, status: dict) -> None:
+        """One line per status write; the phase and counters in it, so a log alone tells the story."""
+        counters = " ".join(f"{k}={status.get(k, 0)}" for k in ("attempt", "restarts", "infrastructureRestarts"))
+        before, after = previous.get("phase") or "-", status.get("phase") or "-"
+        change = f"{before} -> {after}" if before != after else after
+        log.info("TrainingJob %s/%s: status %s (%s): %s", job.namespace, job.name, change, counters,
+                 status.get("message", ""))
 
     def accept_progress(self, namespace: str, name: str, token: str, report: dict) -> tuple[int, str]:
         """A pod's progress report, written straight into the job's status by whichever replica got
@@ -140,8 +161,7 @@ class JobReconciler:
             return 403, "bearer token does not belong to this job"
         if (obj.get("status") or {}).get("phase") in TERMINAL:
             return 409, f"TrainingJob {namespace}/{name} has finished"
-        progress = dict(report, updateTime=timestamp(datetime.now(timezone.utc)))
-        self.kube.patch_job_status(namespace, name, {"progress": progress})
+        self.kube.patch_job_status(namespace, name, {"progress": _progress(obj, report)})
         return 202, "accepted"
 
     def _reject(self, obj: dict, previous: dict, exc: SpecError, now: datetime) -> None:
@@ -189,6 +209,15 @@ class JobReconciler:
         if phase is not None:
             self._phases[key] = phase
             metrics.JOBS.labels(namespace, phase).inc()
+
+
+def _progress(obj: dict, report: dict) -> dict:
+    """The report as status.progress, with when it arrived and when the step last changed (the
+    progress watchdog's clock: a rank that reports without stepping is not progressing)."""
+    now = timestamp(datetime.now(timezone.utc))
+    before = (obj.get("status") or {}).get("progress") or {}
+    same_step = before.get("stepTime") and before.get("step") == report.get("step")
+    return dict(report, updateTime=now, stepTime=before["stepTime"] if same_step else now)
 
 
 def _create(create, manifest: dict, field: str) -> None:

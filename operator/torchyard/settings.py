@@ -31,6 +31,9 @@ class Settings:
     # How long a pod may stay Terminating past its grace period before it is force-deleted
     # (a pod on a dead node never finishes terminating by itself).
     stuck_terminating_seconds: float = 60.0
+    # How long a gang may sit on a node that is NotReady or lost before it is replaced elsewhere
+    # (Kubernetes itself evicts only after 300 s, and never finishes deleting on a lost node).
+    node_failure_seconds: float = 60.0
 
     @classmethod
     def from_environ(cls, environ=None) -> "Settings":
@@ -50,4 +53,6 @@ class Settings:
             kwargs["progress_key"] = env["TORCHYARD_PROGRESS_KEY"].encode()
         if env.get("TORCHYARD_RESYNC_SECONDS"):
             kwargs["resync_seconds"] = float(env["TORCHYARD_RESYNC_SECONDS"])
+        if env.get("TORCHYARD_NODE_FAILURE_SECONDS"):
+            kwargs["node_failure_seconds"] = float(env["TORCHYARD_NODE_FAILURE_SECONDS"])
         return cls(**kwargs)

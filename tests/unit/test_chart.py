@@ -105,6 +105,7 @@ NAMESPACED_NEEDS = {
 CLUSTER_NEEDS = {  # kopf's resource and namespace observers
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"), ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
     ("", "namespaces", "list"), ("", "namespaces", "watch"),
+    ("", "nodes", "list"), ("", "nodes", "watch"),  # handlers/nodes.py node_event
 }
 
 

@@ -318,6 +318,8 @@ BAD_SPECS = [  # spec, field the parser names, what the schema does: "same" path
     ({"worker": {}, "runPolicy": {"activeDeadlineSeconds": 0}}, "spec.runPolicy.activeDeadlineSeconds", "same"),
     ({"worker": {}, "runPolicy": {"ttlSecondsAfterFinished": -1}}, "spec.runPolicy.ttlSecondsAfterFinished", "same"),
     ({"worker": {}, "runPolicy": {"startupDeadlineSeconds": 0}}, "spec.runPolicy.startupDeadlineSeconds", "same"),
+    ({"worker": {}, "runPolicy": {"progressDeadlineSeconds": 5}}, "spec.runPolicy.progressDeadlineSeconds", "same"),
+    ({"worker": {}, "runPolicy": {"progressDeadlineSeconds": 604801}}, "spec.runPolicy.progressDeadlineSeconds", "same"),
     ({"worker": {}, "runPolicy": {"suspend": "yes"}}, "spec.runPolicy.suspend", "same"),
     ({"worker": {"nodeSelector": "gpu"}}, "spec.worker.nodeSelector", "same"),
     ({"worker": {"tolerations": {"key": "gpu"}}}, "spec.worker.tolerations", "same"),

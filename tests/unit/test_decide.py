@@ -3,12 +3,14 @@ among them (see docs/operator.md for the list)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from jobs import NOW, PARAMETER_SERVER, job, pod
 from torchyard.reconcile.decide import INFRASTRUCTURE_RESTART_LIMIT, Observed, decide, invalid_spec
+from torchyard.reconcile.nodes import NodeFault
 
 RUNNING = {"phase": "Running", "startTime": "2026-01-01T11:00:00Z", "attemptStartTime": "2026-01-01T11:00:00Z",
            "attempt": 0, "restarts": 0, "conditions": []}
@@ -282,6 +284,7 @@ def test_invalid_spec_is_failed_naming_the_field():
     assert invalid_spec(status, "spec.trainer.model.name", "must be one of mlp, cnn, module; got 'resnet9000'",
                         NOW + timedelta(minutes=1), 3) == status
 
+
 @pytest.mark.parametrize("policy", ["Never", "OnFailure", "ExitCode"])
 def test_a_rank_stopped_by_sigterm_is_an_infrastructure_restart(policy):
     # The trainer checkpoints on SIGTERM and exits 143 (preemption, drain): never the user's budget.
@@ -306,3 +309,87 @@ def test_a_lost_peer_alone_is_charged_to_the_user():
     assert plan.status["phase"] == "Restarting"
     assert plan.status["restarts"] == 1 and plan.status.get("infrastructureRestarts", 0) == 0
 
+
+def running_since(when: str, progress: dict | None = None) -> dict:
+    status = {**RUNNING, "conditions": [{"type": "Running", "status": "True", "reason": "AllPodsRunning",
+                                         "message": "", "lastTransitionTime": when, "observedGeneration": 1}]}
+    return {**status, "progress": progress} if progress is not None else status
+
+
+@pytest.mark.parametrize("case, status, deadline, hung", [
+    ("stepped two minutes ago", running_since("2026-01-01T11:00:00Z", {"step": 40, "stepTime": "2026-01-01T11:58:00Z"}), 300, False),
+    ("no new step for ten minutes", running_since("2026-01-01T11:00:00Z", {"step": 40, "stepTime": "2026-01-01T11:50:00Z"}), 300, True),
+    ("never reported since running for ten minutes", running_since("2026-01-01T11:50:00Z"), 300, True),
+    ("running again for two minutes; the old step is the previous attempt's",
+     running_since("2026-01-01T11:58:00Z", {"step": 40, "stepTime": "2026-01-01T11:00:00Z"}), 300, False),
+    ("no deadline set", running_since("2026-01-01T11:00:00Z"), None, False),
+    ("still starting (Pending)", {**running_since("2026-01-01T11:00:00Z"), "phase": "Pending"}, 300, False),
+])
+def test_the_progress_watchdog(case, status, deadline, hung):
+    policy = {"progressDeadlineSeconds": deadline} if deadline else {}
+    plan = decide(job(restartScope="Pod", **policy), status, observe(pod("worker", 0), pod("worker", 1)))
+    assert (plan.status["phase"] == "Restarting") == hung, case
+    if hung:
+        # A hang is the gang's, not one pod's: every pod goes, even under restartScope Pod, and
+        # the user's budget is not charged.
+        assert sorted(plan.delete_pods) == ["digits-worker-0", "digits-worker-1"]
+        assert plan.status["infrastructureRestarts"] == 1 and plan.status["restarts"] == 0
+        assert condition(plan.status, "Restarting")["reason"] == "ProgressDeadlineExceeded"
+        assert "progressDeadlineSeconds=300s" in plan.status["message"]
+        assert plan.status["lastFailure"]["reason"] == "ProgressDeadlineExceeded"
+        assert ("Warning", "ProgressDeadlineExceeded") in [(kind, reason) for kind, reason, _ in plan.events]
+
+
+def test_the_watchdog_is_off_when_pods_cannot_report_progress():
+    status = running_since("2026-01-01T11:00:00Z")
+    observed = Observed(pods=(pod("worker", 0), pod("worker", 1)), service_exists=True, now=NOW, progress_reported=False)
+    assert decide(job(progressDeadlineSeconds=60), status, observed).status["phase"] == "Running"
+
+
+def on_node(view, node):
+    return replace(view, node=node)
+
+
+def faulty(node: str, seconds_ago: float, reason: str = "NodeNotReady") -> dict:
+    return {node: NodeFault(node, reason, NOW - timedelta(seconds=seconds_ago), "KubeletNotReady: runtime down")}
+
+
+def observe_nodes(*pods, node_faults, limit=60.0):
+    return Observed(pods=tuple(pods), service_exists=True, now=NOW, node_faults=node_faults, node_failure_seconds=limit)
+
+
+@pytest.mark.parametrize("reason", ["NodeNotReady", "NodeLost"])
+def test_a_gang_on_a_faulty_node_moves_once_the_operators_bound_passes(reason):
+    # kubeflow/trainer#2072: pods stuck on a dead node kept a job Restarting forever.
+    pods = (on_node(pod("worker", 0), "good"), on_node(pod("worker", 1), "bad"))
+    waiting = decide(job(backoffLimit=0), RUNNING, observe_nodes(*pods, node_faults=faulty("bad", 30, reason)))
+    assert waiting.status["phase"] == "Running" and not waiting.delete_pods and not waiting.force_delete_pods
+
+    plan = decide(job(backoffLimit=0), RUNNING, observe_nodes(*pods, node_faults=faulty("bad", 61, reason)))
+    assert plan.status["phase"] == "Restarting"
+    assert plan.status["infrastructureRestarts"] == 1 and plan.status["restarts"] == 0
+    assert condition(plan.status, "Restarting")["reason"] == reason
+    assert "node bad is" in condition(plan.status, "Restarting")["message"]
+    assert plan.status["lastFailure"]["pod"] == "digits-worker-1"
+    # No kubelet will confirm a deletion on the bad node: that pod is force-deleted, at once.
+    assert plan.force_delete_pods == ["digits-worker-1"] and plan.delete_pods == ["digits-worker-0"]
+
+
+def test_under_pod_scope_only_the_stranded_pod_moves():
+    pods = (on_node(pod("worker", 0), "good"), on_node(pod("worker", 1), "bad"))
+    plan = decide(job(restartScope="Pod"), RUNNING, observe_nodes(*pods, node_faults=faulty("bad", 120)))
+    assert plan.force_delete_pods == ["digits-worker-1"] and plan.delete_pods == []
+
+
+def test_a_pod_terminating_on_a_faulty_node_does_not_block_the_next_attempt():
+    restarting = {**RUNNING, "phase": "Restarting", "attempt": 1, "infrastructureRestarts": 1}
+    stuck = on_node(pod("worker", 1, deleting_since=NOW - timedelta(seconds=5)), "bad")
+    plan = decide(job(), restarting, observe_nodes(stuck, node_faults=faulty("bad", 70)))
+    assert plan.force_delete_pods == ["digits-worker-1"]
+
+
+def test_a_finished_job_force_deletes_its_pods_on_a_faulty_node():
+    done = {**RUNNING, "phase": "Failed"}
+    plan = decide(job(cleanPodPolicy="All"), done, observe_nodes(on_node(pod("worker", 0), "bad"),
+                                                                 node_faults=faulty("bad", 10)))
+    assert plan.force_delete_pods == ["digits-worker-0"] and plan.delete_pods == []

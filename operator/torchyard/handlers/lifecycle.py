@@ -12,6 +12,7 @@ from torchyard.handlers.resync import resync_forever
 from torchyard.http import Server, build_app
 from torchyard.jobs import JobReconciler
 from torchyard.kube.client import Kube, load_config
+from torchyard.nodes import NodeHealth
 from torchyard.peering import acting
 from torchyard.serving import ServingReconciler
 
@@ -32,7 +33,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
 
     load_config()
     kube = Kube()
-    memo.jobs = JobReconciler(kube, options.settings)
+    memo.nodes = NodeHealth()
+    memo.jobs = JobReconciler(kube, options.settings, memo.nodes)
     memo.serving = ServingReconciler(kube, options.settings)
     memo.server = Server(build_app(memo.jobs.accept_progress), options.http_host, options.http_port)
     await memo.server.start()

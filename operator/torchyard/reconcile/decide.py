@@ -19,6 +19,8 @@ from torchyard.builders.names import pod_name
 from torchyard.builders.strategies import strategy_for
 from torchyard.reconcile import conditions as cond
 from torchyard.reconcile.failures import Failure, classify
+from torchyard.reconcile import faults
+from torchyard.reconcile.nodes import NodeFault
 from torchyard.reconcile.observe import PodView, parse_time
 from torchyard_spec import contract
 
@@ -48,6 +50,9 @@ class Observed:
     service_exists: bool
     now: datetime
     stuck_terminating_seconds: float = 60.0
+    progress_reported: bool = True  # whether pods can reach the progress endpoint at all
+    node_faults: Mapping[str, NodeFault] = field(default_factory=dict)  # by node name
+    node_failure_seconds: float = 60.0  # how long a gang may sit on a faulty node before it moves
 
 
 def decide(job: TrainingJob, previous: Mapping[str, Any], observed: Observed) -> Plan:
@@ -61,6 +66,8 @@ def decide(job: TrainingJob, previous: Mapping[str, Any], observed: Observed) ->
     else:
         _active(job, previous, observed, plan)
     plan.delete_pods = list(dict.fromkeys(plan.delete_pods))
+    plan.delete_pods, forced = faults.spare_faulty_nodes(observed.pods, observed.node_faults, plan.delete_pods)
+    plan.force_delete_pods = list(dict.fromkeys(plan.force_delete_pods + forced))
     _summarise(job, observed, plan)
     _announce(phase, plan)
     return plan
@@ -152,6 +159,12 @@ def _active(job: TrainingJob, previous: Mapping[str, Any], observed: Observed, p
     lost = _lost_members(job, previous, slots, observed.pods) if scope_gang else []
     if failures or lost:
         return _restart_or_fail(job, current, failures, lost, plan, now)
+    stranded = faults.stranded(current.values(), observed.node_faults, now, observed.node_failure_seconds)
+    if stranded:
+        return _restart_or_fail(job, current, stranded, [], plan, now, reason=stranded[0].reason)
+    hung = faults.hung(job, previous, now) if observed.progress_reported else None
+    if hung:
+        return _restart_or_fail(job, current, [hung], [], plan, now, reason=faults.HUNG, whole_gang=True)
 
     startup = _startup_problem(job, status, current, slots, now)
     if startup:
@@ -259,7 +272,8 @@ def _fail(job, current, plan, now, reason: str, message: str) -> None:
             plan.delete_pods.append(pod.name)
 
 
-def _restart_or_fail(job, current, failures: list[Failure], lost: list[str], plan, now) -> None:
+def _restart_or_fail(job, current, failures: list[Failure], lost: list[str], plan, now,
+                     reason: str = "Restarting", whole_gang: bool = False) -> None:
     status = plan.status
     failures = _causes(failures, lost)
     user = [f for f in failures if not f.infrastructure]
@@ -282,13 +296,14 @@ def _restart_or_fail(job, current, failures: list[Failure], lost: list[str], pla
         status["infrastructureRestarts"] = infra + 1
     status["attempt"] += 1
     status["attemptStartTime"] = cond.timestamp(now)
-    if job.spec.run_policy.restart_scope == "Gang":
+    gang = whole_gang or job.spec.run_policy.restart_scope == "Gang"
+    if gang:
         plan.delete_pods.extend(p.name for p in current.values())
     else:
         plan.delete_pods.extend(f.pod for f in failures)
     what = failures[0].describe() if failures else f"pods disappeared: {', '.join(lost)}"
-    scope = "the whole gang" if job.spec.run_policy.restart_scope == "Gang" else "the failed pods"
-    _set_phase(plan, job, now, RESTARTING, "Restarting", f"restarting {scope} (attempt {status['attempt']}): {what}")
+    scope = "the whole gang" if gang else "the failed pods"
+    _set_phase(plan, job, now, RESTARTING, reason, f"restarting {scope} (attempt {status['attempt']}): {what}")
 
 
 def _causes(failures: list[Failure], lost: list[str]) -> list[Failure]:
