@@ -1,9 +1,9 @@
 """The golden request: one known inference sent to a version before traffic switches to it.
 
 This is the operator's only traffic to model servers, so it goes through one object whose
-`host_of` decides the address: a pod's IP in a cluster, 127.0.0.1 in tests. A server that cannot
-be reached (the operator runs outside the cluster network) is not a failed check: readiness
-already vouched for the version, and the golden request adds what it can where it can.
+`host_of` decides the address: a pod's IP in a cluster, 127.0.0.1 in tests. The check fails
+closed: a server that cannot be reached, like one that answers wrongly, does not pass, so traffic
+never switches to a version that was to be verified and could not be.
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ class GoldenCheck:
     def __init__(self, host_of: Callable[[Mapping[str, Any]], str | None] = pod_ip):
         self.host_of = host_of
 
-    def __call__(self, md: ModelDeployment, version: int, pod: Mapping[str, Any] | None) -> bool | None:
-        """True: the answer matched; False: the server answered wrongly; None: no answer to judge."""
+    def __call__(self, md: ModelDeployment, version: int, pod: Mapping[str, Any] | None) -> bool:
+        """True only when the version answered, and the answer matched."""
         host = self.host_of(pod) if pod is not None else None
         if not host:
-            return None
+            log.warning("golden request to %s v%d: no ready pod with an address; not verified",
+                        md.spec.model_name, version)
+            return False
         check = md.spec.verification
         url = f"http://{host}:{md.spec.server.port}/v2/models/{md.spec.model_name}/versions/{version}/infer"
         request = urllib.request.Request(url, data=json.dumps(check.golden_request).encode(), method="POST",
@@ -46,8 +48,8 @@ class GoldenCheck:
             log.warning("golden request to %s answered HTTP %d", url, exc.code)
             return False
         except (urllib.error.URLError, OSError) as exc:
-            log.info("golden request to %s not delivered (%s); relying on readiness", url, exc)
-            return None
+            log.warning("golden request to %s not delivered (%s); not verified", url, exc)
+            return False
         except json.JSONDecodeError:
             log.warning("golden request to %s answered with something that is not JSON", url)
             return False

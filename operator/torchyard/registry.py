@@ -2,9 +2,12 @@
 
 Registration is idempotent. Every ModelVersion carries the uid of the job that produced it, so a
 reconcile that runs again (after a crash, or a lost status write) finds the version it already
-registered instead of making a second one. Version numbers are per model and monotonic: one more
-than the highest that exists, and the next one again when another job took that number first
-(the name `<model>-v<version>` is what makes the race safe: only one create of a name succeeds).
+registered instead of making a second one. Version numbers are per model and never reused: each
+is reserved first in a ConfigMap (`torchyard-model-versions`, model -> highest number issued),
+with the API server's optimistic concurrency, so deleting the newest ModelVersion does not give
+its number to the next one; a number is one more than both the highest reserved and the highest
+that exists (a ModelVersion made by hand), and the next one again when another job took that
+number first (the name `<model>-v<version>` makes that race safe: only one create succeeds).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from torchyard.api.errors import SpecError
 from torchyard.api.modelversion import parse_model_version
 from torchyard.api.trainingjob import TrainingJob
 from torchyard.builders import names
-from torchyard.builders.serving import DISTILLATION_FIELD, build_model_version, teacher_of, with_teacher_path
+from torchyard.builders.serving import (DISTILLATION_FIELD, VERSION_COUNTER, build_model_version, build_version_counter,
+                                        teacher_of, with_teacher_path)
 from torchyard.kube.client import Kube
 
 log = logging.getLogger(__name__)
@@ -57,7 +61,7 @@ class ModelRegistry:
         if existing:
             return existing[0]["metadata"]["name"]
         model = names.model_name(job)
-        version = self._highest(job.namespace, model) + 1
+        version = self._reserve(job.namespace, model, self._highest(job.namespace, model) + 1)
         for _ in range(MAX_ATTEMPTS):
             manifest = build_model_version(job, result, version)
             if self.kube.create_model_version(manifest):
@@ -67,8 +71,26 @@ class ModelRegistry:
                     "message": f"registered from TrainingJob {job.name}"})
                 log.info("registered %s/%s from TrainingJob %s", job.namespace, name, job.name)
                 return name
-            version = max(version, self._highest(job.namespace, model)) + 1
+            version = self._reserve(job.namespace, model, max(version, self._highest(job.namespace, model)) + 1)
         raise RegistryBusy(f"could not find a free version number for model {model} after {MAX_ATTEMPTS} attempts")
+
+    def _reserve(self, namespace: str, model: str, at_least: int) -> int:
+        """A version number of `model` that was never issued, at least `at_least`, recorded as
+        issued before it is used (a crash in between leaves a gap, never a reuse)."""
+        for _ in range(MAX_ATTEMPTS):
+            counter = self.kube.get_config_map(namespace, VERSION_COUNTER)
+            issued = {k: int(v) for k, v in ((counter or {}).get("data") or {}).items() if str(v).isdigit()}
+            number = max(issued.get(model, 0) + 1, at_least)
+            issued[model] = number
+            if counter is None:
+                taken = self.kube.create_config_map(build_version_counter(namespace, issued))
+            else:
+                updated = build_version_counter(namespace, issued)
+                updated["metadata"]["resourceVersion"] = counter["metadata"].get("resourceVersion")
+                taken = self.kube.replace_config_map(namespace, VERSION_COUNTER, updated)
+            if taken:
+                return number
+        raise RegistryBusy(f"could not reserve a version number for model {model} after {MAX_ATTEMPTS} attempts")
 
     def _highest(self, namespace: str, model: str) -> int:
         # By spec, not label: a ModelVersion made by hand may carry no labels.

@@ -33,6 +33,7 @@ from torchyard.golden import GoldenCheck
 from torchyard.kube.client import Kube
 from torchyard.reconcile import conditions as cond
 from torchyard.reconcile.health import view_version_health
+from torchyard.reconcile.identity import DUPLICATE, duplicate_status, serving_owner
 from torchyard.reconcile.serving import ServingObserved, ServingPlan, decide_serving
 from torchyard.reconcile.serving_status import precise
 from torchyard.settings import Settings
@@ -94,6 +95,9 @@ class ServingReconciler:
             md = parse_model_deployment(obj)
         except SpecError as exc:
             return self._reject(obj, previous, exc, now)
+        owner = serving_owner(self.kube.list_model_deployments(namespace), md.spec.model_name)
+        if owner not in (None, name):
+            return self._duplicate(obj, previous, owner, md, now)
         self._models[(namespace, name)] = md.spec.model_name
         versions, deployments, pods, service = self._read(md)
         observed = ServingObserved(
@@ -137,7 +141,7 @@ class ServingReconciler:
             verified = dict(observed.verified)
             for version in plan.verify:
                 answer = self.golden(md, version, _ready_pod(pods, version))
-                verified[version] = answer is not False  # no answer: readiness alone vouches
+                verified[version] = answer is True  # no answer fails closed, like a wrong one
             observed = replace(observed, verified=verified)
             plan = decide_serving(md, previous, observed)
         return plan
@@ -213,6 +217,16 @@ class ServingReconciler:
             log.warning("ModelDeployment %s/%s: %s", meta["namespace"], meta["name"], exc)
             self.kube.patch_model_deployment_status(meta["namespace"], meta["name"], status)
             self.kube.emit_event(obj, "Warning", "InvalidSpec", str(exc))
+
+    def _duplicate(self, obj: dict, previous: Mapping[str, Any], owner: str, md: ModelDeployment,
+                   now: datetime) -> None:
+        """A second ModelDeployment of a served model: it says so and touches nothing else."""
+        status = duplicate_status(previous, owner, md.spec.model_name, now, md.generation)
+        if status != previous:
+            message = next(c["message"] for c in status["conditions"] if c["type"] == "Degraded")
+            log.warning("ModelDeployment %s/%s: %s", md.namespace, md.name, message)
+            self.kube.patch_model_deployment_status(md.namespace, md.name, status)
+            self.kube.emit_event(obj, "Warning", DUPLICATE, message)
 
     # --- timers -------------------------------------------------------------------------------------
 

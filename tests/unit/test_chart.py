@@ -101,6 +101,7 @@ NAMESPACED_NEEDS = {
     ("", "events", "create"),  # emit_event, kopf's posting
     ("apps", "deployments", "list"), ("apps", "deployments", "watch"), ("apps", "deployments", "create"),
     ("apps", "deployments", "patch"), ("apps", "deployments", "delete"),
+    ("", "configmaps", "get"), ("", "configmaps", "create"), ("", "configmaps", "update"),  # registry.py _reserve
 }
 CLUSTER_NEEDS = {  # kopf's resource and namespace observers
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"), ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),

@@ -31,6 +31,25 @@ class FakeKube:
         self.taken = taken  # creates that lose a race before one succeeds
         self.job_status: dict = {}
         self.events: list = []
+        self.counter: dict | None = None  # the version counter ConfigMap
+        self.counter_conflicts = 0  # replaces that lose to another writer before one succeeds
+
+    def get_config_map(self, namespace, name):
+        return copy.deepcopy(self.counter)
+
+    def create_config_map(self, manifest):
+        if self.counter is not None:
+            return False
+        self.counter = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": "1"}}
+        return True
+
+    def replace_config_map(self, namespace, name, manifest):
+        if self.counter_conflicts or manifest["metadata"]["resourceVersion"] != self.counter["metadata"]["resourceVersion"]:
+            self.counter_conflicts = max(0, self.counter_conflicts - 1)
+            return False
+        version = str(int(self.counter["metadata"]["resourceVersion"]) + 1)
+        self.counter = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": version}}
+        return True
 
     def list_model_versions(self, namespace, selector):
         key, _, value = selector.partition("=")
@@ -110,6 +129,22 @@ def test_a_lost_race_takes_the_next_number():
     kube = FakeKube(taken=100)
     with pytest.raises(RegistryBusy):
         ModelRegistry(kube).register(trained(), RESULT)
+
+
+def run_of(uid: str):
+    obj = copy.deepcopy(ALLREDUCE_CPU)
+    obj["metadata"]["uid"] = uid
+    return job(obj)
+
+
+def test_a_deleted_newest_version_number_is_never_issued_again():
+    kube = FakeKube()
+    assert ModelRegistry(kube).register(run_of("first"), RESULT) == "digits-v1"
+    assert ModelRegistry(kube).register(run_of("second"), RESULT) == "digits-v2"
+    del kube.objects["digits-v2"]  # a user deletes the newest version
+    kube.counter_conflicts = 1  # and another registration moves the counter meanwhile
+    assert ModelRegistry(kube).register(run_of("third"), RESULT) == "digits-v3"
+    assert kube.counter["data"] == {"digits": "3"}
 
 
 def test_record_names_the_version_in_the_jobs_result_once():

@@ -30,9 +30,13 @@ class FakeKube:
                      for v, ok in ready.items()]
         self.service = None if selected is None else {"spec": {"selector": {"torchyard.dev/version": str(selected)}}}
         self.writes: list[tuple] = []
+        self.others: list[dict] = []  # other ModelDeployments in the namespace
 
     def get_model_deployment(self, namespace, name):
         return self.md
+
+    def list_model_deployments(self, namespace):
+        return [self.md, *self.others]
 
     def list_model_versions(self, namespace, selector):
         return self.versions
@@ -84,10 +88,25 @@ def test_a_golden_request_that_fails_sends_failover_to_the_next_standby():
     assert kube.writes[0][0] == "patch_service" and kube.writes[0][2]["spec"]["selector"]["torchyard.dev/version"] == "1"
 
 
-def test_an_unreachable_golden_endpoint_leaves_readiness_to_decide():
-    kube = FakeKube({"verification": GOLDEN}, {}, [version(1)], {1: True}, selected=None)
-    reconciler(kube, golden=lambda md, v, pod: None).reconcile("ml", "digits")
-    assert kube.writes[0][0] == "create_service"
+def test_a_golden_request_that_reaches_no_pod_fails_the_switch():
+    # Fail closed: a check that was asked for and could not be made never counts as verified.
+    for unreachable in (False, None):
+        kube = FakeKube({"verification": GOLDEN}, {}, [version(1)], {1: True}, selected=None)
+        reconciler(kube, golden=lambda md, v, pod: unreachable).reconcile("ml", "digits")
+        assert not [w for w in kube.writes if w[0] in ("create_service", "patch_service")], unreachable
+
+
+def test_a_second_model_deployment_of_a_served_model_only_says_so():
+    kube = FakeKube({}, {}, [version(1)], {1: True}, selected=None)
+    kube.md["metadata"]["creationTimestamp"] = "2026-01-02T00:00:00Z"
+    kube.others = [{"metadata": {"name": "digits-prod", "creationTimestamp": "2026-01-01T00:00:00Z"},
+                    "spec": {"modelName": "digits"}}]
+    reconciler(kube).reconcile("ml", "digits")
+    assert [w[0] for w in kube.writes] == ["patch_model_deployment_status", "emit_event"]
+    degraded = next(c for c in kube.writes[0][2]["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "DuplicateModel")
+    assert "already served by ModelDeployment digits-prod" in degraded["message"]
+    assert kube.writes[1][2:4] == ("Warning", "DuplicateModel")
 
 
 def test_nothing_is_written_when_nothing_changed():

@@ -68,12 +68,13 @@ def test_an_error_status_fails(server):
     assert LOOPBACK(deployment(server.server_address[1]), 3, POD) is False
 
 
-def test_an_unreachable_server_is_no_answer_not_a_failure():
+def test_a_server_that_cannot_be_reached_fails_closed():
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    assert LOOPBACK(deployment(port), 3, POD) is None
-    assert GoldenCheck(host_of=lambda pod: None)(deployment(port), 3, POD) is None
+    assert LOOPBACK(deployment(port), 3, POD) is False
+    assert GoldenCheck(host_of=lambda pod: None)(deployment(port), 3, POD) is False
+    assert LOOPBACK(deployment(port), 3, None) is False  # no ready pod to ask
 
 
 @pytest.mark.parametrize("expected, problem", [

@@ -83,6 +83,19 @@ def build_model_version(job: TrainingJob, result: Mapping[str, Any], version: in
     }
 
 
+VERSION_COUNTER = "torchyard-model-versions"
+
+
+def build_version_counter(namespace: str, issued: Mapping[str, int]) -> dict:
+    """The ConfigMap that remembers, per model, the highest version number ever issued."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": VERSION_COUNTER, "namespace": namespace, "labels": {labels.MANAGED_BY: labels.MANAGER}},
+        "data": {model: str(number) for model, number in issued.items()},
+    }
+
+
 def _drop_none(d: dict) -> dict:
     return {k: v for k, v in d.items() if v is not None}
 

@@ -23,10 +23,13 @@ OWNED = {mv_api.DEPLOYMENT_LABEL: kopf.PRESENT, keys.MANAGED_BY: keys.MANAGER}
 
 
 @kopf.on.event(md_api.GROUP, md_api.VERSION, md_api.PLURAL)
-def modeldeployment_event(event: dict, namespace: str, name: str, memo: kopf.Memo, **_) -> None:
+def modeldeployment_event(event: dict, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_) -> None:
     serving: ServingReconciler = memo.serving
     if event.get("type") == "DELETED":
         serving.forget(namespace, name)
+        model = (body.get("spec") or {}).get("modelName")
+        if model:  # a second ModelDeployment of the same model may take over now
+            logged("model", serving.reconcile_model, namespace, model)
         return
     logged("ModelDeployment", serving.reconcile, namespace, name)
 

@@ -181,6 +181,39 @@ class Kube:
             return _or_none(lambda: self.custom.get_namespaced_custom_object(
                 md_api.GROUP, md_api.VERSION, namespace, md_api.PLURAL, name))
 
+    def get_config_map(self, namespace: str, name: str) -> dict | None:
+        with translated(f"get ConfigMap {namespace}/{name}"):
+            try:
+                return self.api.sanitize_for_serialization(self.core.read_namespaced_config_map(name, namespace))
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+
+    def create_config_map(self, manifest: dict) -> bool:
+        """Create it; False when another writer created it first."""
+        meta = manifest["metadata"]
+        with translated(f"create ConfigMap {meta['namespace']}/{meta['name']}"):
+            try:
+                self.core.create_namespaced_config_map(meta["namespace"], manifest)
+            except ApiException as exc:
+                if exc.status == 409:
+                    return False
+                raise
+        return True
+
+    def replace_config_map(self, namespace: str, name: str, manifest: dict) -> bool:
+        """Replace it if its resourceVersion (in `manifest`) is still current; False when another
+        writer changed it since it was read."""
+        with translated(f"replace ConfigMap {namespace}/{name}"):
+            try:
+                self.core.replace_namespaced_config_map(name, namespace, manifest)
+            except ApiException as exc:
+                if exc.status == 409:
+                    return False
+                raise
+        return True
+
     def list_model_deployments(self, namespace: str | None) -> list[dict]:
         with translated("list ModelDeployments"):
             if namespace:
