@@ -134,6 +134,11 @@ class Topology:
         )
 
 
+def worker_ranks(parameter_server_processes: int, world_size: int) -> range:
+    """Global ranks of the worker processes: every rank after the parameter servers'."""
+    return range(parameter_server_processes, world_size)
+
+
 def parameter_server_processes(env: contract.PodEnv) -> int:
     """How many processes of the job are parameter servers, as one pod can tell from its env.
 

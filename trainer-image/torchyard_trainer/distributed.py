@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from torchyard_spec.contract import ROLE_PARAMETER_SERVER, ROLE_WORKER, STRATEGY_PARAMETER_SERVER, PodEnv
-from torchyard_spec.topology import parameter_server_processes
+from torchyard_spec.topology import parameter_server_processes, worker_ranks
 from torchyard_trainer.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -58,18 +58,22 @@ class Process:
         return self.role == ROLE_PARAMETER_SERVER
 
     @property
+    def worker_ranks(self) -> range:
+        return worker_ranks(self.parameter_servers, self.world_size)
+
+    @property
     def workers(self) -> int:
-        return self.world_size - self.parameter_servers
+        return len(self.worker_ranks)
 
     @property
     def worker_index(self) -> int:
         """0-based position among worker processes (the data shard this process reads)."""
-        return self.rank - self.parameter_servers
+        return self.rank - self.lead_rank
 
     @property
     def lead_rank(self) -> int:
         """Global rank of worker 0: it evaluates, checkpoints, reports and saves the model."""
-        return self.parameter_servers
+        return self.worker_ranks.start
 
     @property
     def is_lead(self) -> bool:

@@ -42,7 +42,7 @@ def worker_group(process: distributed.Process) -> dist.ProcessGroup | None:
     if process.parameter_servers == 0:
         return None
     # The timeout must be given again: a new group does not inherit the default group's.
-    return dist.new_group(list(range(process.parameter_servers, process.world_size)),
+    return dist.new_group(list(process.worker_ranks),
                           timeout=datetime.timedelta(seconds=distributed.timeout_seconds()))
 
 
