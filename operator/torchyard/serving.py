@@ -153,8 +153,11 @@ class ServingReconciler:
         for version, replicas in sorted(plan.replicas.items()):
             self._ensure_deployment(md, version, replicas, versions.get(version), deployments.get(version))
         for version in plan.delete:
+            log.info("ModelDeployment %s/%s: deleting Deployment of v%d", md.namespace, md.name, version)
             self.kube.delete_deployment(md.namespace, version_name(md.spec.model_name, version))
         for version, status in plan.version_status.items():
+            log.info("ModelDeployment %s/%s: v%d is %s (%s)", md.namespace, md.name, version, status.get("phase"),
+                     status.get("message"))
             self.kube.patch_model_version_status(md.namespace, versions[version].name, status)
 
     def _switch(self, md: ModelDeployment, plan: ServingPlan, service_exists: bool) -> None:
@@ -184,17 +187,24 @@ class ServingReconciler:
         desired = build_deployment(md, mv, replicas, self.settings)
         if existing is None:
             if replicas > 0:
+                log.info("ModelDeployment %s/%s: creating Deployment %s (%d replicas)", md.namespace, md.name,
+                         name, replicas)
                 self.kube.create_deployment(desired)
             return
         patch = deployment_update(desired, existing)
         if patch:
+            log.info("ModelDeployment %s/%s: updating Deployment %s (%d replicas)", md.namespace, md.name,
+                     name, replicas)
             self.kube.patch_deployment(md.namespace, name, patch)
 
     def _record(self, obj: dict, md: ModelDeployment, previous: Mapping[str, Any], plan: ServingPlan) -> None:
         status = plan.status
         if status != previous:
+            log.info("ModelDeployment %s/%s: status active=v%s target=v%s", md.namespace, md.name,
+                     status.get("activeVersion"), status.get("targetVersion"))
             self.kube.patch_model_deployment_status(md.namespace, md.name, status_patch(previous, status))
         for kind, reason, message in plan.events:
+            log.info("ModelDeployment %s/%s: event %s %s: %s", md.namespace, md.name, kind, reason, message)
             self.kube.emit_event(obj, kind, reason, message)
         model = md.spec.model_name
         if plan.switch is not None:
