@@ -353,3 +353,26 @@ def test_adaptive_batching_answers_each_request_with_its_own_rows(model, tmp_pat
         assert -(-rows // 8) <= passes <= len(inputs)
     finally:
         assert srv.stop() == 0
+
+
+def test_sigterm_lets_a_request_in_flight_finish_before_exiting(model, tmp_path):
+    directory = tmp_path / NAME / VERSION
+    save(model, directory)
+    srv = Server(directory)
+    srv.wait_ready()
+    body = json.dumps(infer_body(torch.zeros(1, FEATURES))).encode()
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+        sock.sendall(f"POST /v2/models/{NAME}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                     + body[:10])
+        time.sleep(0.5)  # the server has the request's head and waits for the rest of its body
+        srv.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert srv.proc.poll() is None, "the server exited with a request in flight"
+        sock.sendall(body[10:])
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, answer = reply.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"200" and json.loads(answer)["model_name"] == NAME
+    assert b"connection: close" in head.lower()
+    assert srv.proc.wait(timeout=15) == 0

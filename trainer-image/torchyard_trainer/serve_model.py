@@ -57,7 +57,9 @@ class ModelService:
         return self._ready.is_set()
 
     def mark_stopping(self) -> None:
-        """Report not ready from now on, so load balancers drain this replica before it stops."""
+        """Report not ready from now on, so load balancers drain this replica before it stops.
+
+        Requests that still arrive are answered (see :meth:`artifact`)."""
         self._ready.clear()
         self.state = "stopping"
 
@@ -109,8 +111,12 @@ class ModelService:
                                f"model {name!r} has no version {version!r} here; this server serves version {self.version!r}")
 
     def artifact(self) -> LoadedArtifact:
-        """The loaded artifact; 503 while the model is not ready."""
-        if not self.ready or self._artifact is None:
+        """The loaded and verified artifact; 503 until there is one.
+
+        A stopping server still answers: readiness turns false so that no new traffic comes, but a
+        request already on its way (in flight, or sent before the load balancer noticed) is served.
+        """
+        if self._artifact is None:
             raise RequestError(503, "not_ready", f"model {self.name!r} is not ready: {self.state}")
         return self._artifact
 
