@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
-from torchyard_trainer.artifact import METADATA_FILE, ArtifactError, LoadedArtifact, load_artifact, verify_artifact
+from torchyard_trainer.artifact import ArtifactError, LoadedArtifact, load_artifact, verify_artifact
+from torchyard_trainer.objstore import ObjectStoreError
+from torchyard_trainer.serve_source import source_for
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class ModelService:
     def __init__(self, name: str, version: str, model_dir: str | Path, expected_sha256: str | None = None):
         self.name = name
         self.version = version
-        self.model_dir = Path(model_dir)
+        self.model_dir = str(model_dir)
         self.expected_sha256 = expected_sha256
         self.state = "waiting for the artifact"
         self._artifact: LoadedArtifact | None = None
@@ -64,21 +66,31 @@ class ModelService:
         self.state = "stopping"
 
     def wait_for_artifact(self, timeout: float, stop: threading.Event) -> None:
-        """Block until metadata.json exists; an atomic write puts it in place with the other files."""
-        deadline = time.monotonic() + timeout
-        while not (self.model_dir / METADATA_FILE).is_file():
+        """Block until metadata.json exists; writers put it in place after the other files.
+
+        An object store that cannot be reached is asked again until the deadline, whose error
+        then says what it last answered.
+        """
+        source, deadline, last_error = source_for(self.model_dir), time.monotonic() + timeout, ""
+        while True:
+            try:
+                if source.present():
+                    return
+            except ObjectStoreError as exc:
+                last_error = f"; last error: {exc}"
             if stop.is_set():
                 raise ArtifactError("stopped while waiting for the artifact")
             if time.monotonic() > deadline:
-                raise ArtifactError(f"no artifact appeared at {self.model_dir} within {timeout:g}s")
+                raise ArtifactError(f"no artifact appeared at {source} within {timeout:g}s{last_error}")
             stop.wait(0.2)
 
     def load(self) -> None:
-        """Load, verify the digest, run a self-check; raises :class:`ArtifactError` on any failure."""
+        """Fetch, load, verify the digest, run a self-check; raises on any failure."""
         self.state = "loading"
-        artifact = load_artifact(self.model_dir)
+        directory = source_for(self.model_dir).fetch()
+        artifact = load_artifact(directory)
         self.state = "verifying"
-        if not verify_artifact(self.model_dir, expected=self.expected_sha256):
+        if not verify_artifact(directory, expected=self.expected_sha256):
             raise ArtifactError(f"artifact {self.model_dir}: sha256 does not match its recorded digest")
         self._self_check(artifact)
         self._artifact = artifact
