@@ -57,6 +57,23 @@ def test_batching_reaches_the_server_only_when_asked_for():
     assert batched[batched.index("--batch-max-wait-ms") + 1] == "2.5"
 
 
+def test_an_artifact_in_s3_mounts_no_claim_and_gets_the_storage_secret():
+    import dataclasses
+
+    s3 = dataclasses.replace(version(3), artifact=dataclasses.replace(
+        version(3).artifact, path="s3://models/digits/run-3", claim_name=None))
+    pod = build_deployment(md(storage={"claimName": "models", "secretName": "s3-creds"}), s3, 1, SETTINGS)
+    pod = pod["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+    container = pod["containers"][0]
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert container["args"][container["args"].index("--model-dir") + 1] == "s3://models/digits/run-3"
+    # A version on a claim gets neither the secret nor a changed template.
+    on_claim = build_deployment(md(storage={"claimName": "models", "secretName": "s3-creds"}), version(3), 1, SETTINGS)
+    assert "envFrom" not in on_claim["spec"]["template"]["spec"]["containers"][0]
+
+
 def test_the_deployments_claim_overrides_the_versions():
     manifest = build_deployment(md(storage={"claimName": "serving-copy"}), version(3), 1, SETTINGS)
     volumes = manifest["spec"]["template"]["spec"]["volumes"]

@@ -105,6 +105,7 @@ class ModelDeploymentSpec:
     retired_versions: str = SCALE_TO_ZERO
     failover: Failover = Failover()
     claim_name: str | None = None
+    storage_secret: str | None = None  # credentials of s3:// artifacts, as AWS_* keys
     server: Server = Server()
     verification: Verification = Verification()
 
@@ -151,6 +152,7 @@ def parse_model_deployment(obj: Mapping[str, Any]) -> ModelDeployment:
         retired_versions=root.enum("retiredVersions", RETIRE_POLICIES, default=SCALE_TO_ZERO),
         failover=failover,
         claim_name=root.child("storage").string("claimName"),
+        storage_secret=root.child("storage").string("secretName"),
         server=_parse_server(root.child("server")),
         verification=_parse_verification(root.child("verification")),
     )

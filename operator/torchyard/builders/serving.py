@@ -140,8 +140,13 @@ def template_hash(template: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def in_object_storage(mv: ModelVersion) -> bool:
+    """Whether the version's artifact is at an s3:// URI rather than on a claim."""
+    return mv.artifact.path.startswith("s3://")
+
+
 def _pod_template(md: ModelDeployment, mv: ModelVersion, settings: Settings) -> dict:
-    claim = md.spec.claim_name or mv.artifact.claim_name
+    claim = None if in_object_storage(mv) else md.spec.claim_name or mv.artifact.claim_name
     volumes = [{"name": "tmp", "emptyDir": {}}]
     if claim:
         volumes.insert(0, {"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
@@ -172,7 +177,7 @@ def _container(md: ModelDeployment, mv: ModelVersion, settings: Settings, mounte
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     if mounted:
         mounts.insert(0, {"name": DATA_VOLUME, "mountPath": DATA_MOUNT, "readOnly": True})
-    return {
+    container: dict[str, Any] = {
         "name": CONTAINER,
         "image": server.image or settings.trainer_image,
         "imagePullPolicy": server.image_pull_policy or settings.image_pull_policy,
@@ -188,6 +193,9 @@ def _container(md: ModelDeployment, mv: ModelVersion, settings: Settings, mounte
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
     }
+    if in_object_storage(mv) and md.spec.storage_secret:
+        container["envFrom"] = [{"secretRef": {"name": md.spec.storage_secret}}]
+    return container
 
 
 def deployment_update(desired: Mapping[str, Any], existing: Mapping[str, Any]) -> dict | None:
