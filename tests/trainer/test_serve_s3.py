@@ -11,8 +11,9 @@ import torch
 from s3server import BUCKET, S3Server
 from test_serve import FEATURES, NAME, VERSION, Server, infer_body, save, trained_model
 from torchyard_trainer import objstore
-from torchyard_trainer.artifact import METADATA_FILE
+from torchyard_trainer.artifact import METADATA_FILE, verify_artifact
 from torchyard_trainer.objstore import Location, NotFound, ObjectStore, ObjectStoreError, upload_directory
+from torchyard_trainer.serve_source import ObjectSource
 
 pytestmark = pytest.mark.trainer
 
@@ -124,3 +125,30 @@ def test_an_s3_location_without_credentials_fails_naming_what_is_missing(monkeyp
     srv = Server(URI)
     assert srv.proc.wait(timeout=60) == 1
     assert "needs AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY" in srv.proc.stdout.read()
+
+
+def test_save_artifact_to_an_s3_location_uploads_a_verifiable_artifact(s3, model, tmp_path, monkeypatch):
+    for key, value in s3.environ.items():
+        monkeypatch.setenv(key, value)
+    metadata = save(model, f"s3://{BUCKET}/{NAME}/run-4")
+    assert sorted(s3.store.list(BUCKET, f"{NAME}/run-4/")) == sorted(
+        f"{NAME}/run-4/{name}" for name in ("config.json", "metadata.json", "model.pt", "state_dict.pt"))
+    local = ObjectSource(f"s3://{BUCKET}/{NAME}/run-4").fetch()
+    assert verify_artifact(local, expected=metadata["sha256"])
+
+
+def test_a_training_run_writes_its_artifact_to_s3(s3, tmp_path):
+    from torchyard_trainer import local as local_gang
+    from trainer_gang import DIGITS_MLP, process_environment
+
+    uri = f"s3://{BUCKET}/digits/local-e2e"
+    names, environs = local_gang.gang_environs(
+        config={**DIGITS_MLP, "epochs": 1}, workers=1, checkpoint_dir=str(tmp_path / "c"), model_dir=uri,
+        result_dir=str(tmp_path / "r"))
+    results = local_gang.launch([{**e, **process_environment(), **s3.environ} for e in environs], names=names,
+                                timeout=240)
+    assert results[0].returncode == 0, "\n".join(results[0].output[-30:])
+    result = json.loads((tmp_path / "r" / f"{names[0]}.json").read_text())
+    assert result["artifact"]["path"] == uri
+    fetched = ObjectSource(uri, s3.store).fetch()
+    assert verify_artifact(fetched, expected=result["artifact"]["sha256"])

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from torchyard_trainer import objstore
 from torchyard_trainer.compression import finalized_copy
 
 log = logging.getLogger(__name__)
@@ -193,8 +194,16 @@ def save_artifact(
     """Write ``model`` as an artifact at ``directory`` and return its metadata.
 
     The model is copied to the CPU in eval mode and any pruning masks are made permanent on the
-    copy, so the caller's module (and its training state) is left untouched.
+    copy, so the caller's module (and its training state) is left untouched. ``directory`` may be
+    an ``s3://`` location: the artifact is written locally, then uploaded with metadata.json last.
     """
+    if objstore.is_uri(str(directory)):
+        with tempfile.TemporaryDirectory() as local:
+            metadata = save_artifact(model, Path(local) / "artifact", config=config, metrics=metrics, metric=metric,
+                                     lineage=lineage, model_name=model_name)
+            objstore.upload_directory(objstore.ObjectStore.from_environ(), Path(local) / "artifact",
+                                      objstore.parse_uri(str(directory)), last=METADATA_FILE)
+        return metadata
     config = validate_config(config)
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
