@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end on kind, for machines with Docker: create a kind cluster, build both images, load
-# them into the cluster, install the chart with them, then run tests/e2e (real pods: a real DDP
-# job trains, reports progress and registers its model) and the integration tests that do not
+# them into the cluster, install the chart with them, then run tests/e2e (the same tests the
+# local real node runs through hack/e2e.sh: training, serving, failover, restarts, metrics, all in
+# real pods) and the integration tests that do not
 # need the local control plane's simulated kubelets, all through the cluster fixture's
 # KUBECONFIG path. The cluster is deleted afterwards unless E2E_KEEP_CLUSTER=1.
 #
@@ -24,6 +25,7 @@ CLUSTER_NAME="${KIND_CLUSTER_NAME:-torchyard-e2e}"
 TAG="${E2E_TAG:-e2e}"
 OPERATOR_IMAGE="torchyard/operator:${TAG}"
 TRAINER_IMAGE="torchyard/trainer:${TAG}"
+USER_IMAGE="torchyard/e2e-user:${TAG}"
 TORCH_VARIANT="${TORCH_VARIANT:-cpu}"
 TORCH_INDEX_URL="${TORCH_INDEX_URL:-}"
 RELEASE="torchyard-e2e"
@@ -76,7 +78,9 @@ say "building $OPERATOR_IMAGE and $TRAINER_IMAGE ($TORCH_VARIANT)"
 docker build --tag "$OPERATOR_IMAGE" .
 docker build --file trainer-image/Dockerfile --tag "$TRAINER_IMAGE" \
   --build-arg TORCH_VARIANT="$TORCH_VARIANT" --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" .
-kind load docker-image --name "$CLUSTER_NAME" "$OPERATOR_IMAGE" "$TRAINER_IMAGE"
+# The tests' "user's own image": a plain torchrun script built FROM the trainer image.
+docker build --tag "$USER_IMAGE" --build-arg TRAINER_IMAGE="$TRAINER_IMAGE" tests/e2e/user-image
+kind load docker-image --name "$CLUSTER_NAME" "$OPERATOR_IMAGE" "$TRAINER_IMAGE" "$USER_IMAGE"
 
 say "installing the chart ($RELEASE in $RELEASE_NAMESPACE, watching $WATCHED_NAMESPACE)"
 "$KUBECTL" create namespace "$WATCHED_NAMESPACE"
@@ -91,6 +95,7 @@ say "installing the chart ($RELEASE in $RELEASE_NAMESPACE, watching $WATCHED_NAM
 
 export TORCHYARD_E2E_RELEASE="$RELEASE" TORCHYARD_E2E_RELEASE_NAMESPACE="$RELEASE_NAMESPACE"
 export TORCHYARD_E2E_NAMESPACE="$WATCHED_NAMESPACE" TORCHYARD_E2E_IMAGE_TAG="$TAG"
+export TORCHYARD_E2E_RUNTIME=kind KIND_CLUSTER_NAME="$CLUSTER_NAME"
 say "running tests/e2e and ${INTEGRATION_TESTS[*]}"
 status=0
 .venv/bin/python -m pytest tests/e2e -v || status=1

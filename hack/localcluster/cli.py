@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
 from pathlib import Path
 
+from . import host, realnode
 from .cluster import ClusterError, LocalCluster
 from .config import Binaries, default_state_dir, versions
 
 
 def _up(cluster: LocalCluster, args) -> int:
     started = time.monotonic()
-    fresh = cluster.up(build=not args.no_build)
+    fresh = cluster.up(build=not args.no_build, real_node=args.real_node, kwok=not args.no_kwok)
     if fresh:
         print(f"cluster up in {time.monotonic() - started:.1f}s", file=sys.stderr)
     print(f"export KUBECONFIG={cluster.layout.kubeconfig}")
@@ -33,6 +35,15 @@ def _status(cluster: LocalCluster, args) -> int:
     return 0 if all(health.values()) else 1
 
 
+def _import_images(cluster: LocalCluster, args) -> int:
+    if not cluster.has_real_node():
+        print(f"no real node runs in {cluster.layout.root}", file=sys.stderr)
+        return 1
+    imported = realnode.import_images(cluster.node)
+    print("imported: " + (", ".join(imported) or "nothing new"))
+    return 0
+
+
 def _which(cluster: LocalCluster, args) -> int:
     path = getattr(Binaries.for_versions(), args.tool.replace("-", "_"))
     print(path)
@@ -41,12 +52,17 @@ def _which(cluster: LocalCluster, args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="local-cluster",
-                                description="A local Kubernetes control plane with kwok nodes.")
+                                description="A local Kubernetes control plane with kwok nodes, "
+                                            "and optionally one real node.")
     p.add_argument("--dir", type=Path, default=None,
                    help="state directory (default $TORCHYARD_CLUSTER_DIR or ~/.cache/torchyard/cluster)")
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the cluster (no-op when a healthy one runs)")
     up.add_argument("--no-build", action="store_true", help="fail instead of building missing binaries")
+    up.add_argument("--real-node", action="store_true",
+                    help="add one real node (containerd, kubelet, kube-proxy, DNS) that runs the images "
+                         "`make images` built; needs root and the distribution's containerd")
+    up.add_argument("--no-kwok", action="store_true", help="no kwok nodes (with --real-node: only the real one)")
     up.set_defaults(run=_up)
     sub.add_parser("down", help="stop the processes this script started; remove the state").set_defaults(
         run=lambda c, a: c.down() or 0)
@@ -55,9 +71,14 @@ def parser() -> argparse.ArgumentParser:
         run=lambda c, a: print(c.layout.kubeconfig) or 0)
     sub.add_parser("versions", help="print the pinned component versions").set_defaults(
         run=lambda c, a: print("\n".join(f"{k}={v}" for k, v in versions().items())) or 0)
+    sub.add_parser("import-images", help="import images `make images` built into the running real node").set_defaults(
+        run=_import_images)
+    sub.add_parser("host-snapshot", help="print what a real node could leave on the host (JSON)").set_defaults(
+        run=lambda c, a: print(json.dumps(host.snapshot(), indent=1, sort_keys=True)) or 0)
     which = sub.add_parser("which", help="print the cached path of a binary (e.g. helm)")
     which.add_argument("tool", choices=["etcd", "kube-apiserver", "kube-controller-manager",
-                                        "kube-scheduler", "kwok", "helm"])
+                                        "kube-scheduler", "kwok", "helm", "kubelet", "kube-proxy",
+                                        "coredns"])
     which.set_defaults(run=_which)
     return p
 

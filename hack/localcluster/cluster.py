@@ -12,12 +12,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import components as comp
-from . import nodes, pki, procs
+from . import host, nodes, pki, procs, realnode
 from .config import HACK_DIR, Binaries, kubectl
 
 log = logging.getLogger(__name__)
 
-ORDER = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+CONTROL_PLANE = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+NODE = ["containerd", "kubelet", "kube-proxy", "coredns"]
 COMMANDS = {"etcd": comp.etcd, "kube-apiserver": comp.apiserver,
             "kube-controller-manager": comp.controller_manager, "kube-scheduler": comp.scheduler,
             "kwok": comp.kwok}
@@ -32,6 +33,7 @@ class LocalCluster:
 
     def __init__(self, state_dir: Path):
         self.layout = comp.Layout(state_dir)
+        self.node = realnode.NodeLayout(state_dir / "node")
         self.bins = Binaries.for_versions()
 
     # -- state file -------------------------------------------------------------------------
@@ -41,10 +43,15 @@ class LocalCluster:
         except (OSError, ValueError):
             return None
 
-    def _save(self, ports: comp.Ports, started: list[procs.Managed]) -> None:
+    def _save(self, ports: comp.Ports, started: list[procs.Managed],
+              node_ports: realnode.NodePorts | None) -> None:
         state = {"ports": asdict(ports), "processes": [p.to_json() for p in started],
-                 "server": f"https://127.0.0.1:{ports.apiserver}"}
+                 "server": f"https://{ports.host}:{ports.apiserver}",
+                 "node_ports": asdict(node_ports) if node_ports else None}
         self.layout.state_file.write_text(json.dumps(state, indent=2))
+
+    def has_real_node(self) -> bool:
+        return bool((self._load() or {}).get("node_ports"))
 
     def processes(self) -> list[procs.Managed]:
         state = self._load() or {}
@@ -57,11 +64,17 @@ class LocalCluster:
         if not state:
             return {}
         urls = comp.health_urls(comp.Ports(**state["ports"]))
+        if state.get("node_ports"):
+            urls.update(realnode.health_urls(realnode.NodePorts(**state["node_ports"])))
         context = procs.client_context(self.layout.pki)
-        running = {p.name: p.alive() for p in self.processes()}
-        return {name: running.get(name, False)
-                and procs.probe(urls[name], context if urls[name].startswith("https") else None)
-                for name in ORDER}
+        health = {}
+        for proc in self.processes():
+            url = urls.get(proc.name)
+            health[proc.name] = proc.alive() and (url is None or procs.probe(
+                url, context if url.startswith("https") else None))
+        for name in CONTROL_PLANE:
+            health.setdefault(name, False)
+        return health
 
     def healthy(self) -> bool:
         status = self.health()
@@ -78,18 +91,24 @@ class LocalCluster:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
-    def up(self, build: bool = True) -> bool:
-        """Start the cluster unless a healthy one runs already; True when it was started now."""
+    def up(self, build: bool = True, real_node: bool = False, kwok: bool = True) -> bool:
+        """Start the cluster unless a healthy one of the same shape runs already; True when it was
+        started now. `real_node` adds one real node (containerd, kubelet, kube-proxy, DNS);
+        `kwok` the four kwok nodes."""
+        if real_node and (missing := realnode.missing_prerequisites()):
+            raise ClusterError("a real node needs " + ", ".join(missing)
+                               + ": run hack/install-node-packages.sh as root")
         with self._locked():
-            return self._up(build)
+            return self._up(build, real_node, kwok)
 
     def down(self) -> None:
         """Stop every recorded process (newest first) and remove the state directory."""
         with self._locked():
             self._down()
 
-    def _up(self, build: bool) -> bool:
-        if self.healthy():
+    def _up(self, build: bool, real_node: bool, kwok: bool) -> bool:
+        running = {p.name for p in self.processes()}
+        if self.healthy() and ("kubelet" in running) == real_node and ("kwok" in running) == kwok:
             log.info("cluster in %s is already running and healthy", self.layout.root)
             return False
         if self.layout.root.exists():
@@ -98,11 +117,10 @@ class LocalCluster:
         self.layout.root.mkdir(parents=True)
         self.layout.state_file.write_text("{}")  # marks the directory as ours, for `down`
         try:
-            self._start_all()
+            self._start_all(real_node, kwok)
         except BaseException:
             log.error("start failed; logs are in %s", self.layout.logs)
-            for proc in reversed(self.processes()):
-                procs.stop(proc)
+            self._stop_all()
             raise
         return True
 
@@ -112,10 +130,20 @@ class LocalCluster:
             return
         if not self.layout.state_file.exists():
             raise ClusterError(f"{root} exists but holds no cluster state; not touching it")
-        for proc in reversed(self.processes()):
-            procs.stop(proc)
+        self._stop_all()
         shutil.rmtree(root)
         log.info("cluster in %s stopped and removed", root)
+
+    def _stop_all(self) -> None:
+        """Stop every recorded process, newest first; with a real node, first its containers, and
+        last undo what the node changed on the host."""
+        for proc in reversed(self.processes()):
+            if proc.name == "containerd":
+                realnode.remove_containers(self.node)
+            procs.stop(proc)
+        if self.node.host_record.exists():
+            realnode.stop_leftovers(self.node, self.bins)
+            host.undo(host.HostRecord.load(self.node.host_record), self.layout.root)
 
     def _ensure_binaries(self, build: bool) -> None:
         if not self.bins.missing():
@@ -128,26 +156,64 @@ class LocalCluster:
         log.info("building missing binaries (cached afterwards)")
         subprocess.run(["bash", str(HACK_DIR / "build-control-plane.sh")], check=True)
 
-    def _start_all(self) -> None:
+    def _start_all(self, real_node: bool, kwok: bool) -> None:
         layout, started = self.layout, []
-        ports = comp.Ports(*(procs.free_port() for _ in range(6)))
-        pki.write_pki(layout.pki)
-        pki.write_admin_kubeconfig(layout.kubeconfig, layout.pki, f"https://127.0.0.1:{ports.apiserver}")
+        node_ports = realnode.NodePorts(*(procs.free_port() for _ in range(5))) if real_node else None
+        ports = comp.Ports(*(procs.free_port() for _ in range(6)),
+                           host=host.NODE_IP if real_node else "127.0.0.1")
+        server = f"https://{ports.host}:{ports.apiserver}"
+        if real_node:
+            # Recorded before the host is touched, so `down` can put back exactly this.
+            self.node.root.mkdir(parents=True)
+            host.HostRecord.take().save(self.node.host_record)
+            host.create_bridge(comp.SERVICE_CIDR)
+        pki.write_pki(layout.pki, (realnode.NODE_NAME, host.NODE_IP) if real_node else None)
+        pki.write_admin_kubeconfig(layout.kubeconfig, layout.pki, server)
         context, urls = procs.client_context(layout.pki), comp.health_urls(ports)
         kubectl_ = nodes.Kubectl(kubectl(), layout.kubeconfig)
-        for name in ORDER:
-            if name == "kwok":
-                nodes.apply_stages(kubectl_, self.bins.kwok_kustomize)
-            proc, popen = procs.start(name, COMMANDS[name](self.bins, layout, ports), layout.logs)
+
+        def start(name: str, argv: list[str], url: str | None) -> None:
+            proc, popen = procs.start(name, argv, layout.logs)
             started.append(proc)
-            self._save(ports, started)
-            url = urls[name]
-            took = procs.wait_healthy(proc, popen, url, context if url.startswith("https") else None)
-            log.info("%s ready in %.1fs", name, took)
+            self._save(ports, started, node_ports)
+            if url:
+                took = procs.wait_healthy(proc, popen, url, context if url.startswith("https") else None)
+                log.info("%s ready in %.1fs", name, took)
+
+        for name in CONTROL_PLANE:
+            start(name, COMMANDS[name](self.bins, layout, ports), urls[name])
             if name == "kube-controller-manager":
                 self._wait_default_service_account(kubectl_)
-        nodes.create_nodes(kubectl_)
-        log.info("nodes Ready")
+        if kwok:
+            nodes.apply_stages(kubectl_, self.bins.kwok_kustomize)
+            start("kwok", comp.kwok(self.bins, layout, ports), urls["kwok"])
+            nodes.create_nodes(kubectl_)
+            log.info("kwok nodes Ready")
+        if real_node:
+            self._start_node(start, server, node_ports, kubectl_)
+
+    def _start_node(self, start, server: str, node_ports: realnode.NodePorts,
+                    kubectl_: nodes.Kubectl) -> None:
+        """containerd (with the images imported), then the kubelet, kube-proxy and DNS."""
+        node, pki_dir, urls = self.node, self.layout.pki, realnode.health_urls(node_ports)
+        kubeconfigs = {}
+        for identity in ("kubelet-client", "kube-proxy"):
+            kubeconfigs[identity] = self.layout.root / f"{identity}.kubeconfig"
+            pki.write_admin_kubeconfig(kubeconfigs[identity], pki_dir, server, identity)
+        realnode.cni_config(node)
+        node.containerd_root.mkdir(parents=True, exist_ok=True)
+        start("containerd", realnode.containerd_cmd(node), None)
+        realnode.wait_containerd(node, self.processes()[-1])
+        realnode.import_images(node)
+        start("kubelet", realnode.kubelet_cmd(self.bins, node, pki_dir, kubeconfigs["kubelet-client"],
+                                               node_ports), urls["kubelet"])
+        nodes.wait_for_condition(kubectl_, "--for=condition=Ready", f"node/{realnode.NODE_NAME}", timeout=120)
+        start("kube-proxy", realnode.kube_proxy_cmd(self.bins, node, kubeconfigs["kube-proxy"], node_ports),
+              urls["kube-proxy"])
+        start("coredns", realnode.coredns_cmd(self.bins, node, self.layout.kubeconfig, node_ports),
+              urls["coredns"])
+        kubectl_("apply", "-f", "-", input=json.dumps(realnode.storage_manifests(node)))
+        log.info("real node %s Ready", realnode.NODE_NAME)
 
     @staticmethod
     def _wait_default_service_account(kubectl_: nodes.Kubectl, timeout_s: float = 60) -> None:

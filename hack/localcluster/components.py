@@ -28,6 +28,9 @@ class Ports:
     controller_manager: int
     scheduler: int
     kwok: int
+    # Where the apiserver listens: loopback, or with a real node the node's address, so that its
+    # pods reach it through the `kubernetes` Service.
+    host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -74,14 +77,28 @@ def etcd(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
 
 def apiserver(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
     pki = layout.pki
+    if ports.host == "127.0.0.1":
+        # A loopback advertise address is refused unless the `kubernetes` endpoints are left alone.
+        where = ["--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+                 "--authorization-mode=RBAC"]
+    else:
+        # With a real node: the `kubernetes` Service points at the node's address, the kubelet is
+        # called with a client certificate and checked against the CA, and the Node authorizer
+        # and NodeRestriction confine the kubelet's own credentials.
+        where = [f"--advertise-address={ports.host}", "--authorization-mode=Node,RBAC",
+                 "--enable-admission-plugins=NodeRestriction",
+                 f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                 f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                 f"--kubelet-certificate-authority={pki / 'ca.crt'}"]
     return [str(bins.kube_apiserver), f"--etcd-servers=http://127.0.0.1:{ports.etcd}",
-            "--bind-address=127.0.0.1", f"--secure-port={ports.apiserver}",
-            "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+            f"--bind-address={ports.host}", f"--secure-port={ports.apiserver}", *where,
             *_tls(layout), f"--client-ca-file={pki / 'ca.crt'}", f"--cert-dir={pki}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--authorization-mode=RBAC", f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # Node addresses first: a node's hostname resolves nowhere on this machine.
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--disable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
             "--profiling=false"]
 
@@ -118,7 +135,7 @@ def kwok(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
 def health_urls(ports: Ports) -> dict[str, str]:
     return {
         "etcd": f"http://127.0.0.1:{ports.etcd}/readyz",
-        "kube-apiserver": f"https://127.0.0.1:{ports.apiserver}/readyz",
+        "kube-apiserver": f"https://{ports.host}:{ports.apiserver}/readyz",
         "kube-controller-manager": f"https://127.0.0.1:{ports.controller_manager}/healthz",
         "kube-scheduler": f"https://127.0.0.1:{ports.scheduler}/healthz",
         "kwok": f"http://127.0.0.1:{ports.kwok}/healthz",

@@ -42,6 +42,9 @@ class Binaries:
     kwok: Path
     kwok_kustomize: Path
     helm: Path
+    kubelet: Path
+    kube_proxy: Path
+    coredns: Path
 
     @classmethod
     def for_versions(cls) -> "Binaries":
@@ -53,7 +56,9 @@ class Binaries:
                    kube_controller_manager=kube / "kube-controller-manager",
                    kube_scheduler=kube / "kube-scheduler",
                    kwok=kwok / "kwok", kwok_kustomize=kwok / "kustomize",
-                   helm=bin_dir / f"helm-{v['HELM_VERSION']}" / "helm")
+                   helm=bin_dir / f"helm-{v['HELM_VERSION']}" / "helm",
+                   kubelet=kube / "kubelet", kube_proxy=kube / "kube-proxy",
+                   coredns=bin_dir / f"coredns-{v['COREDNS_VERSION']}" / "coredns")
 
     def missing(self) -> list[Path]:
         return [p for p in vars(self).values() if not p.exists()]

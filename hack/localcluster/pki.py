@@ -1,8 +1,10 @@
 """Throw-away certificates and keys for one local cluster, and the kubeconfig that uses them.
 
 Everything is generated fresh for each cluster and lives only in its state directory: a CA, one
-serving certificate for 127.0.0.1 (shared by every component), an admin client certificate in
-`system:masters`, and the ServiceAccount token signing key pair.
+serving certificate for 127.0.0.1 and the real node's address (shared by the control plane), an
+admin client certificate in `system:masters`, and the ServiceAccount token signing key pair. For a
+real node also: the kubelet's serving and client certificates, kube-proxy's client certificate,
+and the apiserver's client certificate for calling kubelets.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ VALIDITY = datetime.timedelta(days=30)
 # The apiserver's in-cluster name and the first address of the service range (10.96.0.0/16).
 SERVING_DNS = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                "kubernetes.default.svc.cluster.local"]
-SERVING_IPS = ["127.0.0.1", "10.96.0.1"]
+SERVING_IPS = ["127.0.0.1", "10.96.0.1", "10.245.0.1"]  # loopback, the Service, the real node
 
 
 def _key_pem(key) -> bytes:
@@ -57,8 +59,9 @@ def _issue(ca_key, ca_cert, subject: x509.Name, usage, sans=None):
     return key, builder.sign(ca_key, hashes.SHA256())
 
 
-def write_pki(pki_dir: Path) -> None:
-    """Create ca.crt/key, serving.crt/key, admin.crt/key and sa.key/sa.pub in `pki_dir`."""
+def write_pki(pki_dir: Path, node: tuple[str, str] | None = None) -> None:
+    """Create ca.crt/key, serving.crt/key, admin.crt/key and sa.key/sa.pub in `pki_dir`; with
+    `node` = (name, ip), also the real node's certificates."""
     pki_dir.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("torchyard-local-ca")
@@ -84,14 +87,37 @@ def write_pki(pki_dir: Path) -> None:
         "sa.pub": sa_key.public_key().public_bytes(serialization.Encoding.PEM,
                                                    serialization.PublicFormat.SubjectPublicKeyInfo),
     }
+    if node:
+        files.update(_node_files(ca_key, ca_cert, *node))
     for name, data in files.items():
         path = pki_dir / name
         path.write_bytes(data)
         path.chmod(0o600)
 
 
-def write_admin_kubeconfig(path: Path, pki_dir: Path, server: str) -> None:
-    """An admin kubeconfig with the certificates embedded, so it can be copied anywhere."""
+def _node_files(ca_key, ca_cert, node_name: str, node_ip: str) -> dict[str, bytes]:
+    """The kubelet's serving and client certificates (the Node authorizer knows it by its name),
+    kube-proxy's client certificate (bound to system:node-proxier by default) and the apiserver's
+    client certificate for the kubelet API."""
+    issued = {
+        "kubelet": _issue(ca_key, ca_cert, _name(node_name), ExtendedKeyUsageOID.SERVER_AUTH,
+                          [x509.DNSName(node_name), x509.IPAddress(ipaddress.ip_address(node_ip))]),
+        "kubelet-client": _issue(ca_key, ca_cert, _name(f"system:node:{node_name}", "system:nodes"),
+                                 ExtendedKeyUsageOID.CLIENT_AUTH),
+        "kube-proxy": _issue(ca_key, ca_cert, _name("system:kube-proxy"), ExtendedKeyUsageOID.CLIENT_AUTH),
+        "apiserver-kubelet-client": _issue(ca_key, ca_cert,
+                                           _name("kube-apiserver-kubelet-client", "system:masters"),
+                                           ExtendedKeyUsageOID.CLIENT_AUTH),
+    }
+    files = {}
+    for name, (key, cert) in issued.items():
+        files[f"{name}.crt"], files[f"{name}.key"] = _cert_pem(cert), _key_pem(key)
+    return files
+
+
+def write_admin_kubeconfig(path: Path, pki_dir: Path, server: str, identity: str = "admin") -> None:
+    """A kubeconfig with the certificates embedded, so it can be copied anywhere; `identity` names
+    the client certificate (admin, kubelet-client, kube-proxy)."""
     def b64(name: str) -> str:
         return base64.b64encode((pki_dir / name).read_bytes()).decode()
 
@@ -99,11 +125,11 @@ def write_admin_kubeconfig(path: Path, pki_dir: Path, server: str) -> None:
         "apiVersion": "v1", "kind": "Config", "current-context": "torchyard-local",
         "clusters": [{"name": "torchyard-local",
                       "cluster": {"server": server, "certificate-authority-data": b64("ca.crt")}}],
-        "users": [{"name": "torchyard-admin",
-                   "user": {"client-certificate-data": b64("admin.crt"),
-                            "client-key-data": b64("admin.key")}}],
+        "users": [{"name": f"torchyard-{identity}",
+                   "user": {"client-certificate-data": b64(f"{identity}.crt"),
+                            "client-key-data": b64(f"{identity}.key")}}],
         "contexts": [{"name": "torchyard-local",
-                      "context": {"cluster": "torchyard-local", "user": "torchyard-admin"}}],
+                      "context": {"cluster": "torchyard-local", "user": f"torchyard-{identity}"}}],
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     path.chmod(0o600)
