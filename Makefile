@@ -9,7 +9,7 @@ CLUSTER := $(PY) hack/local-cluster.py
 
 EXAMPLE ?= examples/digits-ps.yaml
 
-.PHONY: run venv test test-unit test-trainer test-integration cluster-up cluster-down bench lint chart-crds e2e
+.PHONY: run venv binaries images test test-unit test-trainer test-integration test-e2e cluster-up cluster-down bench lint chart-crds e2e
 
 # Create the virtualenv on first use only; `make venv` reinstalls on demand.
 $(PY):
@@ -24,15 +24,27 @@ venv:
 run: $(PY)
 	$(VENV)/bin/torchyard run $(EXAMPLE)
 
-# Every tier, even when an earlier one fails; non-zero if any failed.
+# The control plane's and the node's binaries and helm, built from Go modules once (cached in
+# ~/.cache/torchyard); a no-op afterwards.
+binaries:
+	@bash hack/build-control-plane.sh >/dev/null
+
+# Both images and the node's pause image, built here without a registry (docs/development.md).
+images:
+	bash hack/build-images.sh
+
+# Lint and every tier, even when an earlier one fails; non-zero if any failed.
 test: $(PY)
 	@status=0; \
+	$(MAKE) lint || status=1; \
 	$(MAKE) test-unit || status=1; \
 	$(MAKE) test-trainer || status=1; \
 	$(MAKE) test-integration || status=1; \
+	$(MAKE) test-e2e || status=1; \
 	exit $$status
 
-test-unit: $(PY)
+# The chart tests render with helm, so the unit tier needs the binaries too.
+test-unit: $(PY) binaries
 	$(PYTEST) tests/unit
 
 test-trainer: $(PY)
@@ -42,6 +54,11 @@ test-trainer: $(PY)
 # shell: run pytest directly to test another cluster.
 test-integration: cluster-up
 	KUBECONFIG="$$($(CLUSTER) kubeconfig)" $(PYTEST) tests/integration
+
+# Real containers: a cluster with one real node, the images built and imported, the chart
+# installed, tests/e2e run, the cluster stopped (hack/e2e.sh; skips with one line without root).
+test-e2e: $(PY)
+	bash hack/e2e.sh
 
 # Builds the control plane's binaries the first time (cached in ~/.cache/torchyard), then starts
 # it in seconds; a no-op when it already runs.
@@ -60,7 +77,8 @@ bench: cluster-up
 # helm lint (strict) of the chart and shellcheck of every shell script; the chart's CRDs must be
 # the repository's (tests/unit/test_chart.py checks it too).
 SHELL_SCRIPTS := $(wildcard hack/*.sh) .ci/run
-lint: $(PY)
+lint: $(PY) binaries
+	@bash hack/install-node-packages.sh shellcheck
 	@helm=$$($(CLUSTER) which helm) || { echo "helm is not built: bash hack/build-control-plane.sh" >&2; exit 1; }; \
 	echo "$$helm lint --strict charts/torchyard"; "$$helm" lint --strict charts/torchyard
 	shellcheck $(SHELL_SCRIPTS)
