@@ -376,3 +376,15 @@ def test_sigterm_lets_a_request_in_flight_finish_before_exiting(model, tmp_path)
     assert head.split()[1] == b"200" and json.loads(answer)["model_name"] == NAME
     assert b"connection: close" in head.lower()
     assert srv.proc.wait(timeout=15) == 0
+
+
+def test_a_request_the_http_parser_refuses_gets_a_json_error(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"NOT AN HTTP REQUEST\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"400" and b"application/json" in head
+    assert json.loads(body) == {"error": "malformed HTTP request"}
+    assert server.get("/v2/health/ready")[0] == 200

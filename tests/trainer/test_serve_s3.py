@@ -152,3 +152,12 @@ def test_a_training_run_writes_its_artifact_to_s3(s3, tmp_path):
     assert result["artifact"]["path"] == uri
     fetched = ObjectSource(uri, s3.store).fetch()
     assert verify_artifact(fetched, expected=result["artifact"]["sha256"])
+
+
+def test_a_store_that_refuses_the_credentials_is_named_when_the_wait_ends(s3, monkeypatch):
+    for key, value in {**s3.environ, "AWS_SECRET_ACCESS_KEY": "wrong"}.items():
+        monkeypatch.setenv(key, value)
+    srv = Server(URI, "--wait-seconds", "1")
+    assert srv.proc.wait(timeout=60) == 1
+    output = srv.proc.stdout.read()
+    assert f"no artifact appeared at {URI} within 1s; last error:" in output and "403" in output
