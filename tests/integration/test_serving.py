@@ -153,3 +153,17 @@ def test_deleting_a_model_deployment_removes_its_deployments_and_service(cluster
     wait_for(lambda: selected(cluster, namespace) is None, "Service garbage-collected", timeout=60)
     # The ModelVersions stay: a version outlives any deployment of it.
     assert version_phase(cluster, namespace, 2) is not None
+
+
+def test_a_second_model_deployment_of_a_served_model_writes_nothing(cluster, namespace, operator):
+    model_version(cluster, namespace, 1, 0.95)
+    model_deployment(cluster, namespace)
+    wait_for(lambda: selected(cluster, namespace) == 1, "v1 serves")
+    model_deployment(cluster, namespace, name="digits-again", activeVersion=1, replicas=3)
+    wait_for(lambda: condition(status(cluster, namespace, "digits-again"), "Degraded").get("reason") == "DuplicateModel",
+             "the second one marked")
+    degraded = condition(status(cluster, namespace, "digits-again"), "Degraded")
+    assert degraded["status"] == "True" and "already served by ModelDeployment digits" in degraded["message"]
+    deployments = cluster.apps.list_namespaced_deployment(namespace).items
+    assert [d.metadata.owner_references[0].name for d in deployments] == ["digits"]
+    assert deployments[0].spec.replicas == 1  # the second one's replicas: 3 were never applied

@@ -115,3 +115,13 @@ def test_a_teacher_model_version_reaches_the_trainer_as_its_path(cluster, namesp
     env = {e.name: e.value for e in pod.spec.containers[0].env if e.value is not None}
     distillation = json.loads(env["TORCHYARD_TRAINER_CONFIG"])["compression"]["distillation"]
     assert distillation == {"teacherPath": teacher["spec"]["artifact"]["path"], "alpha": 0.7}
+
+
+def test_a_deleted_newest_version_number_is_never_issued_again(cluster, namespace, claim, operator, faults):
+    assert finish(cluster, namespace, faults, "first", 0.91)["result"]["modelVersion"] == "digits-v1"
+    assert finish(cluster, namespace, faults, "second", 0.92)["result"]["modelVersion"] == "digits-v2"
+    cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "modelversions", "digits-v2")
+    wait_for(lambda: "digits-v2" not in model_versions(cluster, namespace), "digits-v2 deleted")
+    assert finish(cluster, namespace, faults, "third", 0.93)["result"]["modelVersion"] == "digits-v3"
+    counter = cluster.core.read_namespaced_config_map("torchyard-model-versions", namespace)
+    assert counter.data == {"digits": "3"}

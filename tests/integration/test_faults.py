@@ -1,0 +1,101 @@
+"""Faults a real cluster has, on the local control plane: a gang that stops stepping, a node that
+goes NotReady or is lost under a running gang.
+
+kwok pods never train, so the test stands in for rank 0 and posts progress reports to the
+operator's endpoint with the pod's own URL and token, as the trainer does.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+from harness.waits import wait_for
+from test_operator_trainingjob import create, env_of, phase_is, pods, status, trainingjob
+
+
+def post_progress(operator, pod, step: int) -> int:
+    """One progress report as the pod's trainer would send it; the HTTP status."""
+    env = env_of(pod)
+    path = env["TORCHYARD_PROGRESS_URL"].split("/v1/", 1)[1]
+    request = urllib.request.Request(
+        f"{operator.url}/v1/{path}", data=json.dumps({"step": step, "totalSteps": 1000}).encode(), method="POST",
+        headers={"Authorization": f"Bearer {env['TORCHYARD_PROGRESS_TOKEN']}", "Content-Type": "application/json"})
+    try:
+        return urllib.request.urlopen(request, timeout=5).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def events(cluster, namespace, name) -> list:
+    return cluster.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
+
+
+def test_a_gang_that_stops_stepping_is_restarted_from_its_checkpoint(cluster, crds, namespace, operator):
+    create(cluster, namespace, trainingjob("hung", runPolicy={"progressDeadlineSeconds": 10, "backoffLimit": 0}))
+    wait_for(phase_is(cluster, namespace, "hung", "Running"), "job Running")
+    first = {n: p.metadata.uid for n, p in pods(cluster, namespace, "hung").items()}
+    assert post_progress(operator, pods(cluster, namespace, "hung")["hung-worker-0"], 40) == 202
+    wait_for(lambda: status(cluster, namespace, "hung").get("progress", {}).get("stepTime"), "progress in status")
+    # The same step again is a report, not progress: the rank is alive but stuck.
+    assert post_progress(operator, pods(cluster, namespace, "hung")["hung-worker-0"], 40) == 202
+
+    wait_for(lambda: status(cluster, namespace, "hung").get("infrastructureRestarts", 0) >= 1, "hang detected",
+             timeout=60)
+    st = status(cluster, namespace, "hung")
+    assert st["restarts"] == 0  # backoffLimit 0 was not spent
+    assert st["lastFailure"]["reason"] == "ProgressDeadlineExceeded"
+    assert "step 40" in st["lastFailure"]["message"]
+    warnings = [e for e in events(cluster, namespace, "hung") if e.reason == "ProgressDeadlineExceeded"]
+    assert warnings and warnings[0].type == "Warning" and "progressDeadlineSeconds=10s" in warnings[0].message
+    wait_for(lambda: (now := pods(cluster, namespace, "hung")) and sorted(now) == sorted(first)
+             and all(p.metadata.uid != first[n] for n, p in now.items()), "every gang member replaced")
+
+
+def assert_moved_off(cluster, namespace, job, first: dict, bad: str, reason: str) -> None:
+    """The gang was restarted once for the node fault, not charged, and every member replaced
+    off the bad node and running."""
+    st = status(cluster, namespace, job)
+    assert st["restarts"] == 0
+    assert st["lastFailure"]["reason"] == reason and bad in st["lastFailure"]["message"]
+    warnings = [e for e in events(cluster, namespace, job) if e.reason == reason]
+    assert warnings and warnings[0].type == "Warning" and bad in warnings[0].message
+
+    def moved():
+        now = cluster.core.list_namespaced_pod(namespace, label_selector=f"torchyard.dev/job-name={job}").items
+        return (sorted(p.metadata.name for p in now) == sorted(first)
+                and all(p.metadata.uid != first[p.metadata.name] and p.spec.node_name != bad
+                        and p.status.phase == "Running" and p.metadata.deletion_timestamp is None for p in now))
+    # Nothing stays Terminating on the bad node: the old pods are force-deleted.
+    wait_for(moved, f"every gang member replaced off {bad}, none left Terminating", timeout=60)
+
+
+def test_a_gang_on_a_node_that_goes_not_ready_moves_to_healthy_nodes(cluster, crds, namespace, operator_factory,
+                                                                     faults, monkeypatch):
+    monkeypatch.setenv("TORCHYARD_NODE_FAILURE_SECONDS", "5")
+    operator_factory(namespace)
+    create(cluster, namespace, trainingjob("notready", runPolicy={"backoffLimit": 0}))
+    wait_for(phase_is(cluster, namespace, "notready", "Running"), "job Running")
+    first = {n: p.metadata.uid for n, p in pods(cluster, namespace, "notready").items()}
+    bad = pods(cluster, namespace, "notready")["notready-worker-1"].spec.node_name
+
+    faults.node_not_ready(bad)
+    wait_for(lambda: status(cluster, namespace, "notready").get("infrastructureRestarts", 0) >= 1,
+             "the gang restarted for the node", timeout=60)
+    assert_moved_off(cluster, namespace, "notready", first, bad, "NodeNotReady")
+
+
+def test_a_gang_on_a_lost_node_moves_without_waiting_for_its_pods(cluster, crds, namespace, operator_factory,
+                                                                  faults, monkeypatch):
+    monkeypatch.setenv("TORCHYARD_NODE_FAILURE_SECONDS", "5")
+    operator_factory(namespace)
+    create(cluster, namespace, trainingjob("lost", runPolicy={"backoffLimit": 0}))
+    wait_for(phase_is(cluster, namespace, "lost", "Running"), "job Running")
+    first = {n: p.metadata.uid for n, p in pods(cluster, namespace, "lost").items()}
+    bad = pods(cluster, namespace, "lost")["lost-worker-0"].spec.node_name
+
+    faults.node_lost(bad)
+    wait_for(lambda: status(cluster, namespace, "lost").get("infrastructureRestarts", 0) >= 1,
+             "the gang restarted for the node", timeout=60)
+    assert_moved_off(cluster, namespace, "lost", first, bad, "NodeLost")
