@@ -307,6 +307,8 @@ BAD_SPECS = [  # spec, field the parser names, what the schema does: "same" path
     ({"worker": {"replicas": 0}}, "spec.worker.replicas", "same"),
     ({"worker": {"replicas": "2"}}, "spec.worker.replicas", "same"),
     ({"worker": {"gpus": -1}}, "spec.worker.gpus", "same"),
+    ({"worker": {"gpus": 65}}, "spec.worker.gpus", "same"),
+    ({"worker": {"replicas": 1001}}, "spec.worker.replicas", "same"),
     ({"strategy": "Ring", "worker": {}}, "spec.strategy", "same"),
     ({"strategy": "ParameterServer", "worker": {}}, "spec.parameterServer", "cel"),
     ({"worker": {}, "parameterServer": {}}, "spec.parameterServer", "cel"),

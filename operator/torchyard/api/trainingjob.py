@@ -30,6 +30,9 @@ STRATEGIES = (contract.STRATEGY_ALLREDUCE, contract.STRATEGY_PARAMETER_SERVER)
 RESTART_POLICIES = ("OnFailure", "ExitCode", "Never")
 RESTART_SCOPES = ("Gang", "Pod")
 CLEAN_POD_POLICIES = ("Running", "All", "None")
+# Every pod's env lists the address of every pod, so a role's size is bounded (the CRD says the same).
+MAX_REPLICAS = 1000
+MAX_GPUS = 64
 
 
 
@@ -169,8 +172,8 @@ def _parse_role(f: Fields, min_replicas: int) -> RoleSpec:
         raise SpecError(f"{template.path}.command", "is required when template.image is set (the bundled "
                         "trainer's command only exists in the bundled image; use spec.image to swap that image)")
     return RoleSpec(
-        replicas=f.integer("replicas", default=1, minimum=min_replicas),
-        gpus=f.integer("gpus", default=0, minimum=0),
+        replicas=f.integer("replicas", default=1, minimum=min_replicas, maximum=MAX_REPLICAS),
+        gpus=f.integer("gpus", default=0, minimum=0, maximum=MAX_GPUS),
         resources=f.mapping("resources"),
         node_selector=f.mapping("nodeSelector", default=None),
         tolerations=f.list_of_mappings("tolerations", default=None),
