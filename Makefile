@@ -47,7 +47,8 @@ test: $(PY)
 test-unit: $(PY) binaries
 	$(PYTEST) tests/unit
 
-test-trainer: $(PY)
+# The storage tests run a real S3 server, built with the other binaries.
+test-trainer: $(PY) binaries
 	$(PYTEST) tests/trainer
 
 # Runs against the local control plane (started if needed), never against $KUBECONFIG from the
@@ -73,6 +74,7 @@ bench: cluster-up
 	$(PY) benchmarks/trainer_throughput.py --workers 2 --epochs 6
 	KUBECONFIG="$$($(CLUSTER) kubeconfig)" $(PY) benchmarks/operator_scale.py --jobs 100
 	KUBECONFIG="$$($(CLUSTER) kubeconfig)" $(PY) benchmarks/failover_latency.py --trials 20
+	$(PY) benchmarks/serving_throughput.py
 
 # helm lint (strict) of the chart and shellcheck of every shell script; the chart's CRDs must be
 # the repository's (tests/unit/test_chart.py checks it too).

@@ -144,6 +144,15 @@ GO
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# An S3-compatible server for the storage tests (Apache-2.0; MinIO's server is AGPL).
+build_versitygw() {
+  local out="$BIN/versitygw-$VERSITYGW_VERSION"
+  [[ -x "$out/versitygw" ]] && return
+  log "building versitygw $VERSITYGW_VERSION"
+  GOBIN="$out.tmp" go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 command -v go >/dev/null || { log "go (>= 1.25) is required: the binaries are built from Go modules"; exit 1; }
 mkdir -p "$SRC" "$BIN"
 started=$(date +%s)
@@ -152,5 +161,6 @@ build_kwok
 build_helm
 build_kubernetes
 build_coredns
+build_versitygw
 log "binaries ready in $BIN ($(( $(date +%s) - started ))s)"
 echo "$BIN"

@@ -1,8 +1,8 @@
 """A real S3-compatible server for tests: versitygw (Apache-2.0) over a local directory, on 127.0.0.1.
 
-The binary is built once from its Go module into the cache directory (as the control plane's
-binaries are) or taken from $TORCHYARD_VERSITYGW. Without it and without Go, tests that need it
-skip with one line saying so.
+The binary is built once from its Go module by hack/build-control-plane.sh, at the version
+hack/versions.env pins, into the cache directory ($TORCHYARD_CACHE/bin) with the control plane's
+binaries (`make binaries`; the trainer tier asks for it), or taken from $TORCHYARD_VERSITYGW.
 """
 
 from __future__ import annotations
@@ -18,27 +18,25 @@ import pytest
 
 from torchyard_trainer.objstore import ObjectStore, ObjectStoreError
 
-VERSION = "v1.8.0"
-MODULE = "github.com/versity/versitygw/cmd/versitygw"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ACCESS, SECRET = "torchyard-test", "torchyard-test-secret-key"
 BUCKET = "models"
 
 
 def binary() -> Path:
-    """The versitygw binary, built into the cache on first use."""
+    """The versitygw binary of the pinned version, built with the other binaries when missing."""
     if os.environ.get("TORCHYARD_VERSITYGW"):
         return Path(os.environ["TORCHYARD_VERSITYGW"])
-    directory = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "torchyard" / "bin"
-    target = directory / f"versitygw-{VERSION}" / "versitygw"
-    if target.exists():
-        return target
-    if shutil.which("go") is None:
-        pytest.skip(f"no S3 server: versitygw {VERSION} is not built and Go is not installed to build it")
-    staging = target.parent.with_name(target.parent.name + ".tmp")
-    subprocess.run(["go", "install", f"{MODULE}@{VERSION}"], check=True, timeout=1800,
-                   env={**os.environ, "GOBIN": str(staging), "GOFLAGS": "-trimpath"})
-    shutil.rmtree(target.parent, ignore_errors=True)
-    staging.rename(target.parent)
+    pinned = dict(line.split("=", 1) for line in (REPO_ROOT / "hack" / "versions.env").read_text().split()
+                  if "=" in line and not line.startswith("#"))
+    version = os.environ.get("VERSITYGW_VERSION", pinned["VERSITYGW_VERSION"])
+    cache = Path(os.environ.get("TORCHYARD_CACHE", Path.home() / ".cache" / "torchyard"))
+    target = cache / "bin" / f"versitygw-{version}" / "versitygw"
+    if not target.exists():
+        if shutil.which("go") is None:
+            pytest.skip(f"no S3 server: versitygw {version} is not built and Go is not installed to build it")
+        subprocess.run(["bash", str(REPO_ROOT / "hack" / "build-control-plane.sh")], check=True,
+                       stdout=subprocess.DEVNULL, timeout=3600)
     return target
 
 
