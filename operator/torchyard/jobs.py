@@ -9,13 +9,9 @@ view, and it writes status only when the decision changed it.
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timezone
 
-import kopf
-
 from torchyard import metrics
-from torchyard.coalesce import Coalescer
 from torchyard.api.errors import SpecError
 from torchyard.api.trainingjob import TrainingJob, parse_training_job
 from torchyard.builders.pods import build_pod, build_service
@@ -23,11 +19,10 @@ from torchyard.builders.strategies import strategy_for
 from torchyard.kube.client import Kube, Refused
 from torchyard.nodes import NodeHealth
 from torchyard.progress import token_matches
-from torchyard.reconcile import conditions as cond
-from torchyard.reconcile.backoff import LASTING_SECONDS, Backoff
 from torchyard.reconcile.conditions import timestamp
 from torchyard.reconcile.decide import TERMINAL, Observed, Plan, decide, invalid_spec
 from torchyard.reconcile.observe import parse_time, view_pod
+from torchyard.reconciler import Reconciler, clear_trouble
 from torchyard.registry import ModelRegistry
 from torchyard.settings import Settings
 from torchyard_spec import contract
@@ -37,32 +32,22 @@ log = logging.getLogger(__name__)
 ROLE_FIELDS = {contract.ROLE_WORKER: "spec.worker", contract.ROLE_PARAMETER_SERVER: "spec.parameterServer"}
 
 
-class JobReconciler:
+class JobReconciler(Reconciler):
+    kind = "TrainingJob"
+
     def __init__(self, kube: Kube, settings: Settings, nodes: NodeHealth | None = None):
+        super().__init__()
         self.kube = kube
         self.settings = settings
         self.nodes = nodes or NodeHealth()
         self.registry = ModelRegistry(kube)
-        self._passes = Coalescer()
-        self._backoff = Backoff()
         self._phases: dict[tuple[str, str], str] = {}
 
-    def reconcile(self, namespace: str, name: str) -> None:
-        self._passes.run((namespace, name), lambda: self._timed(namespace, name))
+    def _read(self, namespace: str, name: str) -> dict | None:
+        return self.kube.get_job(namespace, name)
 
-    def _timed(self, namespace: str, name: str) -> None:
-        key = (namespace, name)
-        if not self._backoff.due(key, time.monotonic()):
-            return
-        try:
-            with metrics.reconciling("TrainingJob"):
-                self._reconcile(namespace, name)
-        except kopf.TemporaryError as exc:
-            lasted = self._backoff.failed(key, time.monotonic())
-            if lasted >= LASTING_SECONDS:
-                self._show_trouble(namespace, name, exc, lasted)
-            raise
-        self._backoff.succeeded(key)
+    def _patch_status(self, namespace: str, name: str, status: dict) -> None:
+        self.kube.patch_job_status(namespace, name, status)
 
     def forget(self, namespace: str, name: str) -> None:
         self._set_phase_gauge(namespace, name, None)
@@ -83,7 +68,7 @@ class JobReconciler:
             trainer_config = self.registry.trainer_config(job) if plan.create_pods else None
         except SpecError as exc:
             return self._reject(obj, previous, exc, now)
-        _clear_trouble(plan.status)
+        clear_trouble(plan.status)
         try:
             self._act(job, plan, trainer_config)
         except SpecError as exc:  # the API server refused an object built from the spec
@@ -174,22 +159,6 @@ class JobReconciler:
             metrics.PHASE_TRANSITIONS.labels(meta["namespace"], "Failed").inc()
         self._set_phase_gauge(meta["namespace"], meta["name"], "Failed")
 
-    def _show_trouble(self, namespace: str, name: str, exc: Exception, lasted: float) -> None:
-        """Transient API errors that last become the Degraded condition, so a user sees why the
-        job does not move; the next successful pass removes it."""
-        try:
-            obj = self.kube.get_job(namespace, name)
-            if obj is None:
-                return
-            status = obj.get("status") or {}
-            conditions = cond.set_condition(
-                list(status.get("conditions") or []), cond.DEGRADED, True, "TransientAPIErrors",
-                f"retrying with backoff for {lasted:.0f}s: {exc}", datetime.now(timezone.utc),
-                int(obj["metadata"].get("generation") or 0))
-            self.kube.patch_job_status(namespace, name, {"conditions": conditions})
-        except (kopf.TemporaryError, kopf.PermanentError) as more:
-            log.warning("TrainingJob %s/%s: cannot record the API trouble either: %s", namespace, name, more)
-
     def _count_restart(self, job: TrainingJob, previous: dict, status: dict) -> None:
         if status.get("restarts", 0) > previous.get("restarts", 0):
             metrics.RESTARTS.labels(job.namespace, "user").inc()
@@ -229,8 +198,3 @@ def _create(create, manifest: dict, field: str) -> None:
     except Refused as exc:
         raise SpecError(field, f"was refused by the API server: {exc}") from exc
 
-
-def _clear_trouble(status: dict) -> None:
-    """A pass that got this far reached the API server: the Degraded condition no longer holds."""
-    if any(c.get("type") == cond.DEGRADED for c in status.get("conditions") or []):
-        status["conditions"] = [c for c in status["conditions"] if c.get("type") != cond.DEGRADED]

@@ -28,7 +28,6 @@ from torchyard.api.modeldeployment import ModelDeployment, parse_model_deploymen
 from torchyard.api.modelversion import VERSION_LABEL, ModelVersion, parse_model_version, version_name
 from torchyard.builders.serving import (build_deployment, build_service, deployment_selector, deployment_update,
                                         selected_version, selector_patch)
-from torchyard.coalesce import Coalescer
 from torchyard.golden import GoldenCheck
 from torchyard.kube.client import Kube
 from torchyard.reconcile import conditions as cond
@@ -36,29 +35,30 @@ from torchyard.reconcile.health import view_version_health
 from torchyard.reconcile.identity import DUPLICATE, duplicate_status, serving_owner
 from torchyard.reconcile.serving import ServingObserved, ServingPlan, decide_serving
 from torchyard.reconcile.serving_status import precise
+from torchyard.reconciler import Reconciler, clear_trouble
 from torchyard.settings import Settings
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 
-class ServingReconciler:
+class ServingReconciler(Reconciler):
+    kind = md_api.KIND
+
     def __init__(self, kube: Kube, settings: Settings, golden: GoldenCheck | None = None):
+        super().__init__()
         self.kube = kube
         self.settings = settings
         self.golden = golden or GoldenCheck()
-        self._passes = Coalescer()
         self._guard = threading.Lock()  # guards the timers
         self._timers: dict[Key, tuple[float, threading.Timer]] = {}
         self._models: dict[Key, str] = {}
 
-    def reconcile(self, namespace: str, name: str) -> None:
-        """Reconcile now, or leave it to the pass already running for this object (it goes again)."""
-        self._passes.run((namespace, name), lambda: self._timed(namespace, name))
+    def _read(self, namespace: str, name: str) -> dict | None:
+        return self.kube.get_model_deployment(namespace, name)
 
-    def _timed(self, namespace: str, name: str) -> None:
-        with metrics.reconciling(md_api.KIND):
-            self._reconcile(namespace, name)
+    def _patch_status(self, namespace: str, name: str, status: dict) -> None:
+        self.kube.patch_model_deployment_status(namespace, name, status)
 
     def reconcile_model(self, namespace: str, model: str) -> None:
         """Every ModelDeployment serving `model` (a ModelVersion of it appeared or changed)."""
@@ -107,6 +107,7 @@ class ServingReconciler:
             now=now,
         )
         plan = self._decide(md, previous, observed, pods)
+        clear_trouble(plan.status)
         self._act(md, plan, versions, deployments, service)
         self._record(obj, md, previous, plan)
         if plan.recheck_after is not None:

@@ -2,7 +2,7 @@
 
 A refusal (a 4xx other than 409/429) fails the job in the same pass, naming the part of the spec
 and quoting the API server; a transient error is retried with backoff and, when it lasts, shown
-as the Degraded condition. The in-memory API below stands in for the calls the reconcile makes;
+as the Stalled condition. The in-memory API below stands in for the calls the reconcile makes;
 tests/integration/test_bad_specs.py applies the same situations to a real API server.
 """
 
@@ -116,6 +116,16 @@ def test_a_transient_error_leaves_the_job_alone_and_is_retried(status, message):
     assert kube.job.get("status", {}).get("phase") != "Failed" and kube.events == []
 
 
+def test_a_conflict_with_another_writer_is_retried_at_once(monkeypatch):
+    monkeypatch.setattr("torchyard.reconciler.time.monotonic", lambda: 1000.0)  # no time passes
+    kube = FakeKube(ALLREDUCE_CPU, api_error(409, "the object has been modified"))
+    jobs = reconciler(kube)
+    for _ in range(3):
+        with pytest.raises(kopf.TemporaryError):
+            jobs.reconcile("ml", "digits")
+    assert kube.creates == 3
+
+
 def test_backoff_doubles_up_to_a_cap_and_forgets_on_success():
     backoff = Backoff(first=2, cap=10)
     lasted = [backoff.failed("j", now) for now in (0, 2, 6, 14, 24)]
@@ -124,9 +134,9 @@ def test_backoff_doubles_up_to_a_cap_and_forgets_on_success():
     assert backoff.succeeded("j") and backoff.due("j", 0) and not backoff.succeeded("j")
 
 
-def test_lasting_transient_errors_show_as_the_degraded_condition_until_a_pass_succeeds(monkeypatch):
+def test_lasting_transient_errors_show_as_the_stalled_condition_until_a_pass_succeeds(monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr("torchyard.jobs.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("torchyard.reconciler.time.monotonic", lambda: clock[0])
     kube = FakeKube(ALLREDUCE_CPU, api_error(503, "the server is currently unable to handle the request"))
     jobs = reconciler(kube)
     while clock[0] < 1000 + LASTING_SECONDS + 60:
@@ -135,11 +145,11 @@ def test_lasting_transient_errors_show_as_the_degraded_condition_until_a_pass_su
         except kopf.TemporaryError:
             pass
         clock[0] += 1
-    degraded = [c for c in kube.job["status"]["conditions"] if c["type"] == "Degraded"]
-    assert degraded and degraded[0]["reason"] == "TransientAPIErrors" and "unable to handle" in degraded[0]["message"]
+    stalled = [c for c in kube.job["status"]["conditions"] if c["type"] == "Stalled"]
+    assert stalled and stalled[0]["reason"] == "TransientAPIErrors" and "unable to handle" in stalled[0]["message"]
     assert kube.creates < 15, "retries back off instead of hammering the API server every pass"
     kube.pod_error = None
     clock[0] += 120
     jobs.reconcile("ml", "digits")
-    assert [c for c in kube.job["status"]["conditions"] if c["type"] == "Degraded"] == []
+    assert [c for c in kube.job["status"]["conditions"] if c["type"] == "Stalled"] == []
     assert kube.job["status"]["phase"] == "Pending" and kube.pods

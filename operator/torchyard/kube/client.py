@@ -309,9 +309,16 @@ class translated:
         if not isinstance(exc, ApiException):
             return False
         detail = _reason(exc)
+        if exc.status == 409:
+            raise Conflict(f"{self.what}: {detail}", delay=0) from exc
         if _transient(exc):
             raise kopf.TemporaryError(f"{self.what}: {detail}", delay=2) from exc
         raise Refused(self.what, exc.status, _api_message(exc)) from exc
+
+
+class Conflict(kopf.TemporaryError):
+    """Someone changed the object since it was read (optimistic concurrency): the next pass, on a
+    fresh read, simply goes again; no sign of trouble with the API server."""
 
 
 class Refused(kopf.PermanentError):
@@ -326,8 +333,8 @@ class Refused(kopf.PermanentError):
 
 
 def _transient(exc: ApiException) -> bool:
-    """5xx, 409, 429 and a quota that is full right now: worth asking again later."""
-    if exc.status in (409, 429) or exc.status is None or exc.status >= 500:
+    """5xx, 429 and a quota that is full right now: worth asking again later."""
+    if exc.status == 429 or exc.status is None or exc.status >= 500:
         return True
     return exc.status == 403 and "exceeded quota" in _api_message(exc)
 

@@ -11,10 +11,12 @@ RESTARTING = "Restarting"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 SUSPENDED = "Suspended"
-# True while the operator keeps meeting transient API errors for this object (it retries with backoff).
-DEGRADED = "Degraded"
+# True while the operator keeps meeting transient API errors for this object (it retries with
+# backoff), in the sense of kstatus: the controller cannot make progress.
+STALLED = "Stalled"
+API_TROUBLE = "TransientAPIErrors"  # its reason
 
-ORDER = (CREATED, RUNNING, RESTARTING, SUCCEEDED, FAILED, SUSPENDED, DEGRADED)
+ORDER = (CREATED, RUNNING, RESTARTING, SUCCEEDED, FAILED, SUSPENDED, STALLED)
 
 
 def timestamp(now: datetime) -> str:
