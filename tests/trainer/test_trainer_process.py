@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from torchyard_spec.contract import PROGRESS_FIELDS, ROLE_WORKER, STRATEGY_ALLREDUCE, PodEnv
+from torchyard_spec.contract import PROGRESS_FIELDS, ROLE_WORKER
+from torchyard_spec.topology import Topology, loopback
 from torchyard_trainer import local
 from torchyard_trainer.errors import EXIT_USER_ERROR
 from trainer_gang import DIGITS_MLP, assert_succeeded, process_environment, run_gang, steps_per_epoch
@@ -96,10 +97,9 @@ def test_an_unreachable_progress_endpoint_does_not_stop_training(tmp_path):
 
 
 def test_a_pod_with_two_local_processes_trains_as_two_ranks(tmp_path):
-    env = PodEnv(
-        job_name="pod", namespace="local", strategy=STRATEGY_ALLREDUCE, role=ROLE_WORKER, role_index=0,
-        master_addr="127.0.0.1", master_port=local.free_port(), world_size=2, rank=0, local_world_size=2,
-        num_workers=1, num_parameter_servers=0, worker_addresses=("127.0.0.1",), parameter_server_addresses=(),
+    topology = Topology.of(1, worker_processes=2)
+    env = topology.pod_env(
+        topology.member(ROLE_WORKER, 0), loopback(local.free_port()), job_name="pod", namespace="local",
         checkpoint_dir=str(tmp_path / "c"), model_dir=str(tmp_path / "m"), model_name="pod",
         trainer_config=DIGITS_MLP, metrics_port=0, result_path=str(tmp_path / "result.json"))
     [result] = local.launch([{**env.to_environ(), **process_environment()}], timeout=120)
