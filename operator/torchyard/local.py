@@ -24,6 +24,7 @@ from pathlib import Path
 
 from torchyard.api.trainingjob import TrainingJob
 from torchyard.builders.pods import build_pods
+from torchyard.builders.serving import teacher_of
 from torchyard.progress import ProgressError, clean_report, job_token
 from torchyard.settings import Settings
 from torchyard_spec import contract
@@ -146,8 +147,7 @@ def _stream(process: LocalProcess, bar: ProgressBar) -> None:
 
 def local_problem(job: TrainingJob) -> str:
     """What a cluster would provide that a laptop cannot; empty when the job can run here."""
-    distillation = ((job.spec.trainer.get("compression") or {}).get("distillation") or {})
-    if (distillation.get("teacher") or {}).get("modelVersion"):
+    if teacher_of(job)[0]:
         return ("spec.trainer.compression.distillation.teacher.modelVersion names a ModelVersion, which only "
                 "exists in a cluster; locally, give the teacher's artifact directory as teacherPath")
     return ""

@@ -42,7 +42,7 @@ class ModelRegistry:
         Raises ``SpecError`` naming the field when the teacher does not exist or its artifact is
         not on the job's storage claim (the pods could not read it).
         """
-        teacher, _ = teacher_of(job.spec.trainer)
+        teacher, _ = teacher_of(job)
         if not teacher:
             return dict(job.spec.trainer)
         obj = self.kube.get_model_version(job.namespace, teacher)

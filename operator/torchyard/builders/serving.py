@@ -33,10 +33,13 @@ DISTILLATION_FIELD = "spec.trainer.compression.distillation.teacher.modelVersion
 # --- ModelVersion ---------------------------------------------------------------------------------
 
 
-def teacher_of(trainer: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """(teacher ModelVersion name, teacher path) of a job's distillation settings, either may be None."""
-    distillation = ((trainer or {}).get("compression") or {}).get("distillation") or {}
-    return (distillation.get("teacher") or {}).get("modelVersion"), distillation.get("teacherPath")
+def teacher_of(job: TrainingJob) -> tuple[str | None, str | None]:
+    """(teacher ModelVersion name, teacher path) of a job's parsed distillation settings, either may be None."""
+    settings = job.spec.trainer_settings
+    distillation = settings.compression.distillation if settings is not None else None
+    if distillation is None:
+        return None, None
+    return distillation.teacher_model_version or None, distillation.teacher_path or None
 
 
 def with_teacher_path(trainer: Mapping[str, Any], path: str) -> dict:
@@ -55,7 +58,7 @@ def build_model_version(job: TrainingJob, result: Mapping[str, Any], version: in
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     metric = result.get("metric") or next(iter(sorted(metrics)), "")
     artifact = dict(result.get("artifact") or {})
-    teacher_version, teacher_path = teacher_of(job.spec.trainer)
+    teacher_version, teacher_path = teacher_of(job)
     spec: dict[str, Any] = {
         "modelName": model,
         "version": version,
