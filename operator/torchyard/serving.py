@@ -29,7 +29,7 @@ from torchyard.api.modelversion import VERSION_LABEL, ModelVersion, parse_model_
 from torchyard.builders.serving import (build_deployment, build_service, deployment_selector, deployment_update,
                                         selected_version, selector_patch)
 from torchyard.golden import GoldenCheck
-from torchyard.kube.client import Kube
+from torchyard.kube.client import Kube, Refused
 from torchyard.reconcile import conditions as cond
 from torchyard.reconcile.health import view_version_health
 from torchyard.reconcile.identity import DUPLICATE, duplicate_status, serving_owner
@@ -108,7 +108,10 @@ class ServingReconciler(Reconciler):
         )
         plan = self._decide(md, previous, observed, pods)
         clear_trouble(plan.status)
-        self._act(md, plan, versions, deployments, service)
+        try:
+            self._act(md, plan, versions, deployments, service)
+        except Refused as exc:  # asking again gets the same answer: the user must change the spec
+            return self._reject(obj, previous, SpecError("spec", f"was refused by the API server: {exc}"), now)
         self._record(obj, md, previous, plan)
         if plan.recheck_after is not None:
             self._schedule(namespace, name, plan.recheck_after)

@@ -153,3 +153,23 @@ def test_lasting_transient_errors_show_as_the_stalled_condition_until_a_pass_suc
     jobs.reconcile("ml", "digits")
     assert [c for c in kube.job["status"]["conditions"] if c["type"] == "Stalled"] == []
     assert kube.job["status"]["phase"] == "Pending" and kube.pods
+
+
+def test_a_refused_deployment_marks_the_model_deployment_invalid_and_leaves_traffic_alone():
+    from serving import version
+    from test_serving_reconciler import FakeKube as ServingKube, reconciler as serving_reconciler
+    from torchyard.kube.client import Refused
+
+    class Refusing(ServingKube):
+        def create_deployment(self, manifest):
+            raise Refused(f"create Deployment ml/{manifest['metadata']['name']}", 422,
+                          "Deployment.apps \"digits-v1\" is invalid: spec.template.spec.containers[0].image: Required value")
+
+    kube = Refusing({}, {}, [version(1)], {}, selected=None)
+    serving_reconciler(kube).reconcile("ml", "digits")
+    status = next(w for w in kube.writes if w[0] == "patch_model_deployment_status")[2]
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
+    assert "was refused by the API server" in degraded["message"] and "digits-v1" in degraded["message"]
+    assert [w[2:4] for w in kube.writes if w[0] == "emit_event"] == [("Warning", "InvalidSpec")]
+    assert not [w for w in kube.writes if w[0] in ("create_service", "patch_service")]
