@@ -183,12 +183,8 @@ class Kube:
 
     def get_config_map(self, namespace: str, name: str) -> dict | None:
         with translated(f"get ConfigMap {namespace}/{name}"):
-            try:
-                return self.api.sanitize_for_serialization(self.core.read_namespaced_config_map(name, namespace))
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
+            found = _or_none(lambda: self.core.read_namespaced_config_map(name, namespace))
+        return self.api.sanitize_for_serialization(found) if found is not None else None
 
     def create_config_map(self, manifest: dict) -> bool:
         """Create it; False when another writer created it first."""
