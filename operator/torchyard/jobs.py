@@ -50,6 +50,7 @@ class JobReconciler(Reconciler):
         self.kube.patch_job_status(namespace, name, status)
 
     def forget(self, namespace: str, name: str) -> None:
+        super().forget(namespace, name)
         self._set_phase_gauge(namespace, name, None)
 
     def _reconcile(self, namespace: str, name: str) -> None:
@@ -69,11 +70,15 @@ class JobReconciler(Reconciler):
         except SpecError as exc:
             return self._reject(obj, previous, exc, now)
         clear_trouble(plan.status)
+        recorded = _records_first(job, previous, plan)
+        if recorded:
+            self._record(obj, job, previous, plan)
         try:
             self._act(job, plan, trainer_config)
         except SpecError as exc:  # the API server refused an object built from the spec
             return self._reject(obj, previous, exc, now)
-        self._record(obj, job, previous, plan)
+        if not recorded:
+            self._record(obj, job, previous, plan)
         self.registry.record(obj, job, plan.status)
 
     def _observe(self, job: TrainingJob, now: datetime) -> Observed:
@@ -89,8 +94,8 @@ class JobReconciler(Reconciler):
         )
 
     def _act(self, job: TrainingJob, plan: Plan, trainer_config: dict | None = None) -> None:
-        """Deletes first, then creates; status is written last, so a crash in between repeats work
-        instead of recording work that was never done."""
+        """Deletes first, then creates; status is mostly written after (see _records_first), so a
+        crash in between repeats work instead of recording work that was never done."""
         for name in plan.force_delete_pods:
             log.warning("force-deleting pod %s/%s stuck terminating", job.namespace, name)
             self.kube.delete_pod(job.namespace, name, force=True)
@@ -198,3 +203,11 @@ def _create(create, manifest: dict, field: str) -> None:
     except Refused as exc:
         raise SpecError(field, f"was refused by the API server: {exc}") from exc
 
+
+def _records_first(job: TrainingJob, previous: dict, plan: Plan) -> bool:
+    """Whether the status goes before the pod deletions: when a gang restart begins. Deleting the
+    failed pod first, a crash before the status write would leave its failure unrecorded, and the
+    next pass would count the vanished pods as an infrastructure restart. Recorded first, the new
+    attempt number is what makes the next pass delete the old gang, so nothing is lost either way."""
+    new_attempt = plan.status.get("attempt", 0) != previous.get("attempt", 0)
+    return new_attempt and bool(plan.delete_pods) and job.spec.run_policy.restart_scope == "Gang"

@@ -1,0 +1,77 @@
+"""The job reconciler's order of writes, over an in-memory API: what a crash in the middle leaves."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from jobs import ALLREDUCE_CPU
+from torchyard.jobs import JobReconciler
+from torchyard.settings import Settings
+
+
+class Crash(Exception):
+    """The operator dies here (SIGKILL): nothing after this call happens."""
+
+
+class FakeKube:
+    """A job with two workers; every write is logged; `crash_on` names the call that never returns."""
+
+    def __init__(self, status: dict, pods: list[dict], crash_on: str = ""):
+        self.job = copy.deepcopy(ALLREDUCE_CPU)
+        self.job["spec"]["runPolicy"] = {"backoffLimit": 3}
+        self.job["metadata"]["resourceVersion"] = "7"
+        self.job["status"] = status
+        self.pods, self.crash_on, self.writes = pods, crash_on, []
+
+    def get_job(self, namespace, name):
+        return copy.deepcopy(self.job)
+
+    def list_job_pods(self, namespace, name):
+        return copy.deepcopy(self.pods)
+
+    def service_exists(self, namespace, name):
+        return True
+
+    def list_model_versions(self, namespace, selector):
+        return []
+
+    def __getattr__(self, name):  # every other call is a write
+        def write(*args, **kwargs):
+            if name == self.crash_on:
+                raise Crash(name)
+            self.writes.append((name, *args))
+            if name == "patch_job_status":
+                self.job["status"] = {**self.job["status"], **args[2]}
+        return write
+
+
+def pod(index: int, phase: str = "Running", exit_code: int | None = None) -> dict:
+    state = {"terminated": {"exitCode": exit_code, "reason": "Error"}} if exit_code is not None else {"running": {}}
+    return {"metadata": {"name": f"digits-worker-{index}", "uid": f"u{index}",
+                         "labels": {"torchyard.dev/role": "worker", "torchyard.dev/index": str(index),
+                                    "torchyard.dev/attempt": "0"}},
+            "spec": {"nodeName": "node-1"},
+            "status": {"phase": phase, "containerStatuses": [{"state": state}]}}
+
+
+RUNNING = {"phase": "Running", "attempt": 0, "restarts": 0, "startTime": "2026-01-01T11:00:00Z",
+           "attemptStartTime": "2026-01-01T11:00:00Z", "conditions": []}
+
+
+def test_a_gang_restart_is_recorded_before_the_old_gang_is_deleted():
+    # Were the failed pod deleted first, a crash before the status write would leave its failure
+    # unrecorded; the next pass would see vanished pods and count an infrastructure restart.
+    kube = FakeKube(dict(RUNNING), [pod(0), pod(1, "Failed", exit_code=1)], crash_on="delete_pod")
+    with pytest.raises(Crash):
+        JobReconciler(kube, Settings()).reconcile("ml", "digits")
+    assert [w[0] for w in kube.writes] == ["patch_job_status", "emit_event"]  # and then the crash
+    assert (kube.job["status"]["attempt"], kube.job["status"]["restarts"]) == (1, 1)
+
+    # The restarted operator deletes the old gang because of the recorded attempt, and counts nothing again.
+    kube.crash_on = ""
+    JobReconciler(kube, Settings()).reconcile("ml", "digits")
+    assert sorted(w[2] for w in kube.writes if w[0] == "delete_pod") == ["digits-worker-0", "digits-worker-1"]
+    assert (kube.job["status"]["attempt"], kube.job["status"]["restarts"]) == (1, 1)
+    assert kube.job["status"].get("infrastructureRestarts", 0) == 0
