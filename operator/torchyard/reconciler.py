@@ -51,6 +51,10 @@ class Reconciler:
             raise
         self._backoff.succeeded(key)
 
+    def forget(self, namespace: str, name: str) -> None:
+        """The object is gone: drop what was kept about it."""
+        self._backoff.succeeded((namespace, name))
+
     def _reconcile(self, namespace: str, name: str) -> None:
         raise NotImplementedError
 

@@ -67,6 +67,7 @@ class ServingReconciler(Reconciler):
                 self.reconcile(namespace, obj["metadata"]["name"])
 
     def forget(self, namespace: str, name: str) -> None:
+        super().forget(namespace, name)
         key = (namespace, name)
         with self._guard:
             timer = self._timers.pop(key, None)
