@@ -110,28 +110,26 @@ build_helm() {
 }
 
 # Cluster DNS for the real node: a CoreDNS holding only the plugins a cluster needs (its full
-# plugin set pulls in every cloud SDK). The plugin order is CoreDNS's own (core/dnsserver).
+# plugin set pulls in every cloud SDK). The plugins' order is CoreDNS's own (core/dnsserver); a
+# change of the list rebuilds.
+COREDNS_PLUGINS=(bind cache errors health kubernetes log ready template)
 build_coredns() {
   local out="$BIN/coredns-$COREDNS_VERSION"
-  [[ -x "$out/coredns" ]] && return
-  log "building coredns $COREDNS_VERSION (bind, cache, errors, health, kubernetes, log, ready)"
-  local mod="$SRC/coredns-$COREDNS_VERSION"
+  [[ -x "$out/coredns" && "$(cat "$out/plugins" 2>/dev/null)" == "${COREDNS_PLUGINS[*]}" ]] && return
+  log "building coredns $COREDNS_VERSION (${COREDNS_PLUGINS[*]})"
+  local mod="$SRC/coredns-$COREDNS_VERSION" plugin imports=""
   new_module "$mod" torchyard.local/build/coredns
   cd "$mod"
-  cat > main.go <<'GO'
+  for plugin in "${COREDNS_PLUGINS[@]}"; do
+    imports+=$'\t_ "github.com/coredns/coredns/plugin/'"$plugin"$'"\n'
+  done
+  cat > main.go <<GO
 // A CoreDNS with only the plugins a local cluster's DNS needs.
 package main
 
 import (
 	_ "github.com/coredns/coredns/core/dnsserver"
-	_ "github.com/coredns/coredns/plugin/bind"
-	_ "github.com/coredns/coredns/plugin/cache"
-	_ "github.com/coredns/coredns/plugin/errors"
-	_ "github.com/coredns/coredns/plugin/health"
-	_ "github.com/coredns/coredns/plugin/kubernetes"
-	_ "github.com/coredns/coredns/plugin/log"
-	_ "github.com/coredns/coredns/plugin/ready"
-
+${imports}
 	"github.com/coredns/coredns/coremain"
 )
 
@@ -141,6 +139,7 @@ GO
   go mod tidy
   mkdir -p "$out.tmp"
   go build -ldflags "-s -w" -o "$out.tmp/coredns" .
+  echo "${COREDNS_PLUGINS[*]}" > "$out.tmp/plugins"
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
@@ -153,6 +152,25 @@ build_versitygw() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# The peer of the side-by-side benchmark (benchmarks/kubeflow_side_by_side.py): the Kubeflow
+# training-operator, in a module of its own so its Kubernetes libraries stay out of the
+# control plane's. Its CRDs and webhook manifests ship in the module; keep a copy beside it.
+build_kubeflow() {
+  local out="$BIN/kubeflow-training-operator-$KUBEFLOW_TRAINING_OPERATOR_VERSION"
+  [[ -x "$out/training-operator" ]] && return
+  log "building the Kubeflow training-operator $KUBEFLOW_TRAINING_OPERATOR_VERSION"
+  local mod="$SRC/kubeflow-training-operator-$KUBEFLOW_TRAINING_OPERATOR_VERSION"
+  local pkg=github.com/kubeflow/training-operator
+  new_module "$mod" torchyard.local/build/kubeflow-training-operator
+  cd "$mod"
+  go get -tool "$pkg/cmd/training-operator.v1@$KUBEFLOW_TRAINING_OPERATOR_VERSION"
+  mkdir -p "$out.tmp"
+  go build -ldflags "-s -w" -o "$out.tmp/training-operator" "$pkg/cmd/training-operator.v1"
+  local moddir; moddir=$(go env GOMODCACHE)/$pkg@$KUBEFLOW_TRAINING_OPERATOR_VERSION
+  cp -r "$moddir/manifests/base" "$out.tmp/manifests" && chmod -R u+w "$out.tmp/manifests"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 command -v go >/dev/null || { log "go (>= 1.25) is required: the binaries are built from Go modules"; exit 1; }
 mkdir -p "$SRC" "$BIN"
 started=$(date +%s)
@@ -162,5 +180,6 @@ build_helm
 build_kubernetes
 build_coredns
 build_versitygw
+build_kubeflow
 log "binaries ready in $BIN ($(( $(date +%s) - started ))s)"
 echo "$BIN"

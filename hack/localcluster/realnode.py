@@ -198,9 +198,11 @@ def kube_proxy_config(layout: NodeLayout, kubeconfig: Path, ports: NodePorts) ->
 
 
 def corefile(layout: NodeLayout, kubeconfig: Path, ports: NodePorts) -> Path:
-    """Cluster names only, no upstream: a query for anything else gets an answer from here."""
+    """Cluster names from the API; every other name gets NXDOMAIN at once. There is no upstream:
+    a query never leaves the machine, and a name outside the cluster fails fast and plainly (an
+    unanswered query would read as a temporary failure to the pod's resolver, which retries)."""
     text = f"""\
-.:53 {{
+{CLUSTER_DOMAIN}:53 in-addr.arpa:53 ip6.arpa:53 {{
     bind {host.NODE_IP}
     errors
     health 127.0.0.1:{ports.dns_health}
@@ -208,10 +210,15 @@ def corefile(layout: NodeLayout, kubeconfig: Path, ports: NodePorts) -> Path:
     kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
         kubeconfig {kubeconfig}
         pods insecure
-        fallthrough in-addr.arpa ip6.arpa
         ttl 5
     }}
     cache 5
+}}
+.:53 {{
+    bind {host.NODE_IP}
+    template ANY ANY {{
+        rcode NXDOMAIN
+    }}
 }}
 """
     path = layout.root / "Corefile"
