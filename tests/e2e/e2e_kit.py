@@ -224,6 +224,14 @@ def wait_job(installed, name: str, timeout: float = TRAINING_TIMEOUT) -> dict:
     return status
 
 
+def wait_registered(installed, name: str, timeout: float = 60) -> dict:
+    """The job's status once status.result names its ModelVersion: the operator registers the
+    model just after it writes Succeeded, in a second status write."""
+    return wait(lambda: (s := job_status(installed, name)).get("result", {}).get("modelVersion") and s,
+                f"TrainingJob {name} to name its ModelVersion", timeout, interval=1,
+                explain=lambda: explain_job(installed, name))
+
+
 def assert_succeeded(installed, name: str, status: dict) -> None:
     assert status.get("phase") == "Succeeded", (
         f"TrainingJob {name} ended {status.get('phase')}: {status.get('message')}\n{explain_job(installed, name)}")

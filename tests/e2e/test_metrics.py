@@ -16,10 +16,12 @@ import sys
 import pytest
 
 from e2e_kit import (PREDICT, ROOT, SCRAPE, Resources, assert_succeeded, example, explain_job, get, mv_status,
-                     run_client, start_client, wait, wait_client, wait_job, wait_pod_running, wait_serving,
+                     run_client, start_client, wait, wait_client, wait_job, wait_pod_running, wait_registered,
+                     wait_serving,
                      with_claim)
 
-NAME = "e2e-metrics"
+NAME = "e2e-metrics"  # the model and its ModelDeployment
+JOB = "e2e-metrics-train"
 
 # argv: the model's URL. One inference request whose shape does not fit the model, and one
 # explanation of a digit; prints each answer's status.
@@ -72,8 +74,11 @@ def resources(installed):
 
 
 def training_job(claim: str) -> dict:
+    """examples/digits-ddp.yaml training model NAME. The job has a name of its own: a job's headless
+    Service is named after the job, the model's Service after the model."""
     job = with_claim(example("digits-ddp.yaml"), claim)
-    job["metadata"]["name"] = NAME
+    job["metadata"]["name"] = JOB
+    job["spec"]["modelName"] = NAME
     job["spec"]["trainer"]["epochs"] = 60  # long enough to be scraped while it trains
     return job
 
@@ -112,16 +117,17 @@ def test_every_metric_the_dashboard_queries_has_data(installed, resources):
     resources.model(NAME)
 
     # A training process, scraped while it trains: the scraper starts first and polls.
-    target = {"name": "trainer", "url": f"http://{NAME}-worker-0.{NAME}.{ns}.svc:9090/metrics",
+    target = {"name": "trainer", "url": f"http://{JOB}-worker-0.{JOB}.{ns}.svc:9090/metrics",
               "require": trainer_series, "timeout": 500}
     scraper = start_client(installed, resources, "e2e-scrape-trainer", SCRAPE, json.dumps([target]))
     wait_pod_running(installed, scraper)
     resources.create(training_job(claim))
     scraped = {"trainer": wait_client(installed, scraper, timeout=600)[0]}
     assert scraped["trainer"]["ok"], (f"the trainer's endpoint lacked {scraped['trainer']['missing']}\n"
-                                      f"{scraped['trainer']['text'][-2000:]}\n{explain_job(installed, NAME)}")
-    status = wait_job(installed, NAME)
-    assert_succeeded(installed, NAME, status)
+                                      f"{scraped['trainer']['text'][-2000:]}\n{explain_job(installed, JOB)}")
+    status = wait_job(installed, JOB)
+    assert_succeeded(installed, JOB, status)
+    assert wait_registered(installed, JOB)["result"]["modelVersion"] == f"{NAME}-v1"
 
     # Served, with a worse version refused, a job restarted and a reconcile failed.
     resources.create(model_deployment(claim))

@@ -24,7 +24,8 @@ import pytest
 
 from e2e_kit import (LOOP, PREDICT, Resources, assert_succeeded, condition, example, explain_md, get,
                      json_lines, md_status, mv_status, pod_log, read_or_none, run_client, selected_version,
-                     start_client, wait, wait_client, wait_job, wait_serving)
+                     start_client, wait, wait_client, wait_job, wait_registered,
+                     wait_serving)
 
 MODEL = "digits"  # the examples' model and ModelDeployment name
 SETTLE_SECONDS = 5  # the failover client stops once the standby has answered this long
@@ -39,8 +40,7 @@ def train(installed, res: Resources, job: dict) -> dict:
     name = job["metadata"]["name"]
     status = wait_job(installed, name)
     assert_succeeded(installed, name, status)
-    assert status["result"].get("modelVersion"), f"{name} registered no ModelVersion: {status['result']}"
-    return status
+    return wait_registered(installed, name)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from e2e_kit import (Resources, assert_succeeded, explain_job, example, get, job_pods, job_status, pod_log,
-                     run_client, wait, wait_job, with_claim)
+                     run_client, wait, wait_job, wait_registered, with_claim)
 
 # What each example says it reaches (digits-ddp: "about 0.97"), less a margin for another seed's luck.
 ACCURACY = {"digits-ps.yaml": 0.93, "digits-ddp.yaml": 0.95}
@@ -57,8 +57,7 @@ def test_an_example_trains_in_real_pods_and_registers_its_model(installed, resou
     print(f"{file}: accuracy {accuracy}, {status['result'].get('steps')} steps")
     assert accuracy >= ACCURACY[file], f"{name} reached accuracy {accuracy}, below {ACCURACY[file]}: {status['result']}"
 
-    version = status["result"].get("modelVersion")
-    assert version, f"no ModelVersion named in status.result: {status['result']}"
+    version = wait_registered(installed, name)["result"]["modelVersion"]
     registered = get(installed, "ModelVersion", version)
     artifact = status["result"]["artifact"]
     assert registered["spec"]["artifact"]["sha256"] == artifact["sha256"]
