@@ -100,12 +100,13 @@ def model_deployment(claim: str) -> dict:
     return md
 
 
-def worse_version(installed, v1: dict) -> dict:
+def worse_version(trained: dict) -> dict:
     """What the registry would make of a much worse training run: the gate refuses it unserved."""
-    spec = copy.deepcopy(v1["spec"])
-    spec.update(version=2, metrics={**spec["metrics"], "accuracy": 0.1}, mainMetric={"name": "accuracy", "value": 0.1})
+    spec = copy.deepcopy(trained["spec"])
+    version = spec["version"] + 1
+    spec.update(version=version, metrics={**spec["metrics"], "accuracy": 0.1}, mainMetric={"name": "accuracy", "value": 0.1})
     return {"apiVersion": "torchyard.dev/v1alpha1", "kind": "ModelVersion",
-            "metadata": {"name": f"{NAME}-v2", "labels": {"torchyard.dev/model": NAME}}, "spec": spec}
+            "metadata": {"name": f"{NAME}-v{version}", "labels": {"torchyard.dev/model": NAME}}, "spec": spec}
 
 
 def test_every_metric_the_dashboard_queries_has_data(installed, resources):
@@ -127,13 +128,13 @@ def test_every_metric_the_dashboard_queries_has_data(installed, resources):
                                       f"{scraped['trainer']['text'][-2000:]}\n{explain_job(installed, JOB)}")
     status = wait_job(installed, JOB)
     assert_succeeded(installed, JOB, status)
-    assert wait_registered(installed, JOB)["result"]["modelVersion"] == f"{NAME}-v1"
+    trained = get(installed, "ModelVersion", wait_registered(installed, JOB)["result"]["modelVersion"])
 
     # Served, with a worse version refused, a job restarted and a reconcile failed.
     resources.create(model_deployment(claim))
-    wait_serving(installed, NAME, NAME, 1)
-    resources.create(worse_version(installed, get(installed, "ModelVersion", f"{NAME}-v1")))
-    wait(lambda: mv_status(installed, f"{NAME}-v2").get("phase") == "Rejected", f"{NAME}-v2 Rejected", 120)
+    wait_serving(installed, NAME, NAME, trained["spec"]["version"])
+    worse = resources.create(worse_version(trained))["metadata"]["name"]
+    wait(lambda: mv_status(installed, worse).get("phase") == "Rejected", f"{worse} Rejected", 120)
     resources.create(restarting_job())
     restarted = wait_job(installed, f"{NAME}-restart", timeout=300)
     assert_succeeded(installed, f"{NAME}-restart", restarted)
