@@ -185,7 +185,8 @@ def job_pods(installed, name: str) -> list:
 
 def pod_log(installed, pod: str, tail: int | None = None, previous: bool = False) -> str:
     try:
-        return installed.core.read_namespaced_pod_log(pod, installed.namespace, tail_lines=tail, previous=previous)
+        log = installed.core.read_namespaced_pod_log(pod, installed.namespace, tail_lines=tail, previous=previous)
+        return log or ""  # the client answers None for an empty log
     except ApiException as exc:
         return f"(no log: {exc.status} {exc.reason})"
 
