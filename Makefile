@@ -73,6 +73,7 @@ cluster-down: $(PY)
 bench: cluster-up
 	$(PY) benchmarks/trainer_throughput.py --workers 2 --epochs 6
 	KUBECONFIG="$$($(CLUSTER) kubeconfig)" $(PY) benchmarks/operator_scale.py --jobs 100
+	KUBECONFIG="$$($(CLUSTER) kubeconfig)" $(PY) benchmarks/kubeflow_side_by_side.py --jobs 200
 	KUBECONFIG="$$($(CLUSTER) kubeconfig)" $(PY) benchmarks/failover_latency.py --trials 20
 	$(PY) benchmarks/serving_throughput.py
 
