@@ -82,10 +82,25 @@ def installed() -> Installed:
     kubeconfig = os.environ["KUBECONFIG"]
     api = config.new_client_from_config(config_file=kubeconfig)
     runtime = os.environ.get("TORCHYARD_E2E_RUNTIME") or ("kind" if os.environ.get("KIND_CLUSTER_NAME") else "")
-    yield Installed(os.environ["TORCHYARD_E2E_RELEASE"], os.environ["TORCHYARD_E2E_RELEASE_NAMESPACE"],
-                    os.environ["TORCHYARD_E2E_NAMESPACE"], os.environ.get("TORCHYARD_E2E_IMAGE_TAG", "e2e"),
-                    kubeconfig, runtime, api)
+    found = Installed(os.environ["TORCHYARD_E2E_RELEASE"], os.environ["TORCHYARD_E2E_RELEASE_NAMESPACE"],
+                      os.environ["TORCHYARD_E2E_NAMESPACE"], os.environ.get("TORCHYARD_E2E_IMAGE_TAG", "e2e"),
+                      kubeconfig, runtime, api)
+    assert_nodes_healthy(found)
+    yield found
     api.close()
+
+
+def assert_nodes_healthy(installed: Installed) -> None:
+    """A node under pressure evicts pods and garbage-collects the locally imported images: every
+    test would then time out on its own; say why once instead."""
+    for node in installed.core.list_node().items:
+        pressure = [f"{c.type}: {c.message}" for c in node.status.conditions or []
+                    if c.type.endswith("Pressure") and c.status == "True"]
+        assert not pressure, f"node {node.metadata.name} is under pressure, pods would be evicted: {pressure}"
+        names = {n.split("/", 1)[-1] if n.startswith("docker.io/") else n
+                 for image in node.status.images or [] for n in image.names or []}
+        missing = [installed.image(i) for i in ("operator", "trainer") if installed.image(i) not in names]
+        assert not missing, f"node {node.metadata.name} lacks the images {missing} (pods use imagePullPolicy Never)"
 
 
 @pytest.fixture
