@@ -402,7 +402,7 @@ print(json.dumps({"kind": "metadata", "name": meta["name"], "versions": meta["ve
 '''
 
 # argv: url, max_seconds, settle_seconds. Sends one inference after another (a fresh connection
-# each, 20 ms apart) and prints a line per run of equal outcomes ("v<version>" or "error: ..."),
+# each, 20 ms apart, 1 s timeout) and prints a line per run of equal outcomes ("v<version>" or "error: ..."),
 # with the wall-clock times of its first and last request. Stops once a version other than the
 # first one seen has answered for settle_seconds, or after max_seconds.
 LOOP = r'''
@@ -415,7 +415,7 @@ body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1,
 def once():
     try:
         request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=2) as answer:
+        with urllib.request.urlopen(request, timeout=1) as answer:
             return "v" + json.load(answer)["model_version"]
     except urllib.error.HTTPError as exc:
         return f"error: HTTP {exc.code}"

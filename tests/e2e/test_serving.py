@@ -151,7 +151,8 @@ def test_killing_the_active_version_fails_over_and_rollback_moves_traffic_back(i
     errors = sorted({r["outcome"] for r in runs if r["outcome"].startswith("error")})
     print(f"failover: {failed} failed requests of {sum(r['count'] for r in runs)}; first answer from the standby "
           f"{standby - killed_at:.2f}s after the kill" if standby else f"failover: no answer from the standby; runs {runs}")
-    print(f"failover: errors seen: {errors}")
+    last_error = max((r["last"] for r in runs if r["outcome"].startswith("error")), default=killed_at)
+    print(f"failover: errors seen: {errors}; the last {last_error - killed_at:.2f}s after the kill")
     assert standby is not None, f"traffic never reached the standby v{first}: {runs}\n{explain_md(installed, MODEL, MODEL)}"
     assert not any(r["outcome"].startswith("error") and r["last"] < killed_at for r in runs), f"errors before the kill: {runs}"
     history = md_status(installed, MODEL).get("history") or []
