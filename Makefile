@@ -71,6 +71,7 @@ cluster-down: $(PY)
 
 # Figures, not pass/fail: docs/benchmarks.md records them. The cluster ones use the local control plane.
 bench: cluster-up
+	@bash hack/build-control-plane.sh --bench >/dev/null
 	$(PY) benchmarks/trainer_throughput.py --workers 2 --epochs 6
 	KUBECONFIG="$$($(CLUSTER) kubeconfig)" $(PY) benchmarks/operator_scale.py --jobs 100
 	KUBECONFIG="$$($(CLUSTER) kubeconfig)" $(PY) benchmarks/kubeflow_side_by_side.py --jobs 200

@@ -11,7 +11,7 @@ and removed after it.
     make cluster-up
     .venv/bin/python benchmarks/kubeflow_side_by_side.py [--jobs 200] [--rounds 1]
 
-Kubeflow needs its binary (hack/build-control-plane.sh builds it into the cache). Out of
+Kubeflow needs its binary (hack/build-control-plane.sh --bench builds it into the cache). Out of
 cluster it waits for its webhook certificate files on disk: they are copied from the Secret its
 cert rotator fills. Its ValidatingWebhookConfiguration exists but lists no webhook: the API server
 cannot reach an out-of-cluster webhook by its Service name, so admission is not on its path
@@ -361,7 +361,7 @@ def main() -> None:
     core = client.CoreV1Api()
     with_kubeflow = not args.only or bool({"shipped", "tuned"} & set(args.only))
     if with_kubeflow and not kubeflow_binary().exists():
-        sys.exit(f"no Kubeflow training-operator at {kubeflow_binary()}: run hack/build-control-plane.sh")
+        sys.exit(f"no Kubeflow training-operator at {kubeflow_binary()}: run hack/build-control-plane.sh --bench")
     kubectl = kwoknodes.Kubectl(str(REPO / ".venv" / "bin" / "kubectl"), path)
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     if with_kubeflow:

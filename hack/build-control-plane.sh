@@ -2,6 +2,7 @@
 # Build the local control plane's binaries from Go modules, once, into a cache outside the repo.
 #
 #   hack/build-control-plane.sh            build whatever is missing, print the bin directory
+#   hack/build-control-plane.sh --bench    also the benchmarks' peer (Kubeflow's training-operator)
 #
 # Binaries land in $TORCHYARD_CACHE/bin/<component>-<version>/ (default ~/.cache/torchyard),
 # keyed by version, so a second run is a no-op and a version bump rebuilds only what changed.
@@ -180,6 +181,7 @@ build_helm
 build_kubernetes
 build_coredns
 build_versitygw
-build_kubeflow
+# The benchmark's peer only when asked: the tests never need it.
+[[ "${1:-}" == "--bench" ]] && build_kubeflow
 log "binaries ready in $BIN ($(( $(date +%s) - started ))s)"
 echo "$BIN"
