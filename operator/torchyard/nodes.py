@@ -2,12 +2,16 @@
 
 A reconcile reads a snapshot of the faults here instead of asking the API server; the resync loop
 then turns a fault that has lasted long enough into a decision (see torchyard.reconcile.nodes).
+A fault counts from when this operator first saw it, not from the node's lastTransitionTime:
+that comes from another clock (kwok's NotReady stage leaves it at the node's creation), and a
+stale one would move a gang the moment a node blinks.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Mapping
 
@@ -28,6 +32,8 @@ class NodeHealth:
         with self._lock:
             before = self._faults.pop(name, None)
             if fault is not None:
+                same = before is not None and before.reason == fault.reason
+                fault = replace(fault, since=before.since if same else now)
                 self._faults[name] = fault
         if fault is not None and (before is None or before.reason != fault.reason):
             log.info("%s", fault.describe())

@@ -27,3 +27,19 @@ def test_not_ready_and_unknown_are_faults_since_their_transition():
 
 def test_a_deleted_node_is_lost_from_the_moment_it_was_seen_going():
     assert node_deleted("kwok-cpu-0", NOW).since == NOW
+
+
+def test_a_fault_counts_from_when_the_operator_saw_it():
+    from datetime import timedelta
+
+    from torchyard.nodes import NodeHealth
+
+    health = NodeHealth()
+    stale = node("False", reason="KubeletNotReady")  # its lastTransitionTime is a minute old
+    health.observe(stale, False, NOW)
+    health.observe(stale, False, NOW + timedelta(seconds=30))  # the same fault, seen again
+    assert health.faults()["kwok-cpu-0"].since == NOW
+    health.observe(node("True"), False, NOW + timedelta(seconds=40))
+    assert health.faults() == {}
+    health.observe(node("Unknown"), False, NOW + timedelta(seconds=50))
+    assert health.faults()["kwok-cpu-0"].since == NOW + timedelta(seconds=50)
