@@ -195,6 +195,14 @@ def test_a_running_gang_member_that_vanishes_restarts_the_gang():
     assert "digits-worker-1" in plan.status["message"]
 
 
+def test_a_running_gang_member_seen_while_deleted_by_hand_restarts_the_gang():
+    # A watch shows the pod Terminating before it is gone; that pass must not take the gang back
+    # to Pending, or the next pass, no longer Running, recreates the pod in the same attempt.
+    plan = decide(job(), RUNNING, observe(pod("worker", 0), pod("worker", 1, deleting_since=NOW)))
+    assert plan.status["phase"] == "Restarting" and plan.status["infrastructureRestarts"] == 1
+    assert plan.delete_pods == ["digits-worker-0"] and plan.create_pods == []
+
+
 def test_a_missing_pod_before_the_gang_ran_is_simply_created():
     plan = decide(job(), {**RUNNING, "phase": "Pending"}, observe(pod("worker", 0)))
     assert plan.create_pods == [("worker", 1)] and not plan.delete_pods

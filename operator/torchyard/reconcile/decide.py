@@ -191,10 +191,11 @@ def _deadline_passed(job: TrainingJob, status: Mapping[str, Any], now: datetime)
 
 
 def _lost_members(job, previous, slots, pods) -> list[str]:
-    """Pods of a gang that had been running and then vanished (deleted by hand, node gone)."""
+    """Pods of a gang that had been running and then vanished or began to (deleted by hand, node
+    gone): the operator deletes none of a running gang's own pods, so one that is going was lost."""
     if previous.get("phase") != RUNNING:
         return []
-    present = {(p.role, p.index) for p in pods}
+    present = {(p.role, p.index) for p in pods if not p.deleting}
     return [pod_name(job.name, *slot) for slot in slots if slot not in present]
 
 
