@@ -60,14 +60,17 @@ class Kube:
                 out = self.custom.list_cluster_custom_object(tj.GROUP, tj.VERSION, tj.PLURAL)
         return out.get("items", [])
 
-    def patch_job_status(self, namespace: str, name: str, status: dict, resource_version: str | None = None) -> None:
+    def patch_job_status(self, namespace: str, name: str, status: dict, resource_version: str | None = None) -> dict | None:
         """Merge `status` in. With `resource_version`, only if nobody changed the job since it was
-        read: a second operator replica acting on the same view gets a conflict, not a lost update."""
+        read: a second operator replica acting on the same view gets a conflict, not a lost update.
+        Returns the job as written (None when it is gone)."""
         body: dict = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
         with translated(f"patch status of TrainingJob {namespace}/{name}"), ignoring(404):
-            self.custom.patch_namespaced_custom_object_status(tj.GROUP, tj.VERSION, namespace, tj.PLURAL, name, body)
+            return self.custom.patch_namespaced_custom_object_status(tj.GROUP, tj.VERSION, namespace, tj.PLURAL,
+                                                                     name, body)
+        return None
 
     def delete_job(self, namespace: str, name: str) -> None:
         with translated(f"delete TrainingJob {namespace}/{name}"), ignoring(404):

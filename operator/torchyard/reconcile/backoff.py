@@ -36,6 +36,11 @@ class Backoff:
         trouble = self._trouble.get(key)
         return trouble is None or now >= trouble.next_try
 
+    def wait(self, key: Hashable, now: float) -> float:
+        """Seconds until a pass over ``key`` may run (0 when it may now)."""
+        trouble = self._trouble.get(key)
+        return max(0.0, trouble.next_try - now) if trouble else 0.0
+
     def failed(self, key: Hashable, now: float) -> float:
         """Record a transient failure; returns how long the failures in a row have lasted."""
         trouble = self._trouble.get(key) or _Trouble(since=now, failures=0, next_try=now)

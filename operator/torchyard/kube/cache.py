@@ -1,0 +1,249 @@
+"""What the watches already delivered, so a reconcile pass reads no API for what it observes.
+
+kopf watches TrainingJobs, and the pods and Services the operator made; each event lands here
+(newest resourceVersion wins) before its key is queued. `CachedKube` answers a pass's reads of
+the job, its pods and its Service from here and sends every write to the API server as `Kube` does.
+
+A cache lags the API server by one event. Acting on a view from before the operator's own
+creates and deletes would create a pod twice or miss that it is going, so each write first records
+what it expects the watch to show (as controllers' "expectations" do); until the watch shows it,
+or `EXPECTATION_SECONDS` pass, reads for that job go to the API server instead. The operator's
+own status writes go into the cache from the API server's answer at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from typing import Callable, Iterable
+
+from torchyard import labels as keys
+from torchyard.api import trainingjob as tj
+from torchyard.kube.client import Kube, translated
+
+EXPECTATION_SECONDS = 30.0
+Key = tuple[str, str]
+
+
+def _version(obj: dict) -> int:
+    try:
+        return int(obj["metadata"].get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _key(obj: dict) -> Key:
+    return obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+
+
+def _meta(obj: dict) -> dict:
+    return {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+
+
+def _job_of(pod: dict) -> str | None:
+    return (pod["metadata"].get("labels") or {}).get(keys.JOB_NAME)
+
+
+class WatchCache:
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._jobs: dict[Key, dict] = {}
+        self._pods: dict[Key, dict[str, dict]] = {}  # (namespace, job) -> pod name -> pod
+        self._services: dict[Key, dict] = {}
+        self._expected: dict[Key, dict[str, tuple[str, float]]] = {}  # (namespace, job) -> what -> (kind, until)
+
+    # What the watches deliver.
+    def seen_job(self, obj: dict, deleted: bool = False) -> None:
+        with self._lock:
+            _store(self._jobs, _key(obj), {**obj, "metadata": _meta(obj)}, deleted)
+
+    def seen_service(self, obj: dict, deleted: bool = False) -> None:
+        with self._lock:
+            key = _key(obj)
+            _store(self._services, key, {"metadata": _meta(obj)}, deleted)
+            self._check(key, f"service/{key[1]}")
+
+    def seen_pod(self, obj: dict, deleted: bool = False) -> None:
+        job = _job_of(obj)
+        if job is None:
+            return
+        namespace, name = _key(obj)
+        kept = {"metadata": _meta(obj), "spec": {"nodeName": (obj.get("spec") or {}).get("nodeName")},
+                "status": obj.get("status") or {}}  # what a pass reads of a pod (reconcile/observe.py)
+        with self._lock:
+            pods = self._pods.setdefault((namespace, job), {})
+            _store(pods, name, kept, deleted)
+            if not pods:
+                del self._pods[(namespace, job)]
+            self._check((namespace, job), f"pod/{name}")
+
+    def relist(self, namespace: str | None, jobs: list[dict], pods: list[dict], services: list[dict],
+               versions: tuple[int, int, int]) -> None:
+        """Full listings (each with its resourceVersion) replace what a watch may have missed: an
+        object they do not hold is gone, unless the watch saw it after the listing was taken."""
+        for seen, items in ((self.seen_job, jobs), (self.seen_pod, pods), (self.seen_service, services)):
+            for obj in items:
+                seen(obj)
+        in_scope = (lambda key: True) if namespace is None else (lambda key: key[0] == namespace)
+        with self._lock:
+            _prune(self._jobs, in_scope, {_key(o) for o in jobs}, versions[0])
+            listed_pods = {_key(o) for o in pods}
+            for key, table in self._pods.items():
+                if in_scope(key):
+                    _prune(table, lambda name: True, {n for ns, n in listed_pods if ns == key[0]}, versions[1])
+            _prune(self._services, in_scope, {_key(o) for o in services}, versions[2])
+
+    # What a pass reads.
+    def job(self, namespace: str, name: str) -> dict | None:
+        with self._lock:
+            obj = self._jobs.get((namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def job_keys(self) -> list[Key]:
+        with self._lock:
+            return list(self._jobs)
+
+    def job_of_pod(self, namespace: str, name: str) -> str:
+        with self._lock:
+            return next((job for (ns, job), pods in self._pods.items() if ns == namespace and name in pods), "")
+
+    def pods(self, namespace: str, job: str) -> list[dict] | None:
+        """The job's pods, or None while the watch has yet to show the operator's own writes."""
+        with self._lock:
+            if self._pending((namespace, job)):
+                return None
+            return [copy.deepcopy(p) for p in self._pods.get((namespace, job), {}).values()]
+
+    def service_exists(self, namespace: str, name: str) -> bool | None:
+        with self._lock:
+            if self._pending((namespace, name), f"service/{name}"):
+                return None
+            return (namespace, name) in self._services
+
+    # Expectations: what the operator's own writes will make the watch show.
+    def expect(self, namespace: str, job: str, what: str, kind: str) -> None:
+        """`what` is "pod/<name>" or "service/<name>"; `kind` is "create" or "delete"."""
+        with self._lock:
+            self._expected.setdefault((namespace, job), {})[what] = (kind, self._clock() + EXPECTATION_SECONDS)
+
+    def settle(self, namespace: str, job: str, what: str) -> None:
+        """After the write: the watch may have shown its result already, or it never will."""
+        with self._lock:
+            self._check((namespace, job), what)
+
+    def drop(self, namespace: str, job: str, what: str) -> None:
+        """The write failed: nothing to expect."""
+        with self._lock:
+            expected = self._expected.get((namespace, job), {})
+            expected.pop(what, None)
+            if not expected:
+                self._expected.pop((namespace, job), None)
+
+    def _check(self, key: Key, what: str) -> None:
+        expected = self._expected.get(key, {})
+        if what in expected and self._shows(key, what, expected[what][0]):
+            del expected[what]
+            if not expected:
+                del self._expected[key]
+
+    def _shows(self, key: Key, what: str, kind: str) -> bool:
+        sort, name = what.split("/", 1)
+        obj = (self._services.get((key[0], name)) if sort == "service" else self._pods.get(key, {}).get(name))
+        if kind == "create":
+            return obj is not None
+        return obj is None or bool(obj["metadata"].get("deletionTimestamp"))
+
+    def _pending(self, key: Key, only: str | None = None) -> bool:
+        expected = self._expected.get(key)
+        if not expected:
+            return False
+        now = self._clock()
+        for what in [w for w, (_, until) in expected.items() if until <= now]:
+            del expected[what]
+        if not expected:
+            del self._expected[key]
+        return bool(expected) if only is None else only in expected
+
+
+def _store(table: dict, key, obj: dict, deleted: bool) -> None:
+    if deleted:
+        table.pop(key, None)
+    elif key not in table or _version(obj) >= _version(table[key]):
+        table[key] = obj
+
+
+def _prune(table: dict, in_scope, listed: set, version: int) -> None:
+    for key in [k for k, obj in table.items() if in_scope(k) and k not in listed and _version(obj) <= version]:
+        del table[key]
+
+
+class CachedKube(Kube):
+    """`Kube` whose reads of a job's observed state come from the watches."""
+
+    def __init__(self, cache: WatchCache, api_client=None):
+        super().__init__(api_client)
+        self.cache = cache
+
+    def relist(self, namespace: str | None) -> None:
+        """List the TrainingJobs and the operator's pods and Services into the cache: its seed at
+        start, and a rare repair of what a broken watch may have missed."""
+        selector = f"{keys.JOB_NAME},{keys.MANAGED_BY}={keys.MANAGER}"
+        scope = namespace or "all namespaces"
+        with translated(f"list TrainingJobs, pods and Services in {scope}"):
+            if namespace:
+                jobs = self.custom.list_namespaced_custom_object(tj.GROUP, tj.VERSION, namespace, tj.PLURAL)
+                pods = self.core.list_namespaced_pod(namespace, label_selector=selector)
+                services = self.core.list_namespaced_service(namespace, label_selector=selector)
+            else:
+                jobs = self.custom.list_cluster_custom_object(tj.GROUP, tj.VERSION, tj.PLURAL)
+                pods = self.core.list_pod_for_all_namespaces(label_selector=selector)
+                services = self.core.list_service_for_all_namespaces(label_selector=selector)
+        plain = self.api.sanitize_for_serialization
+        self.cache.relist(namespace, jobs.get("items", []), [plain(p) for p in pods.items],
+                          [plain(s) for s in services.items],
+                          (int(jobs["metadata"]["resourceVersion"]), int(pods.metadata.resource_version),
+                           int(services.metadata.resource_version)))
+
+    def get_job(self, namespace: str, name: str) -> dict | None:
+        return self.cache.job(namespace, name)
+
+    def list_job_pods(self, namespace: str, job_name: str) -> list[dict]:
+        pods = self.cache.pods(namespace, job_name)
+        return pods if pods is not None else super().list_job_pods(namespace, job_name)
+
+    def service_exists(self, namespace: str, name: str) -> bool:
+        exists = self.cache.service_exists(namespace, name)
+        return exists if exists is not None else super().service_exists(namespace, name)
+
+    def patch_job_status(self, namespace: str, name: str, status: dict, resource_version: str | None = None):
+        obj = super().patch_job_status(namespace, name, status, resource_version)
+        if obj:
+            self.cache.seen_job(obj)
+        return obj
+
+    def create_pod(self, manifest: dict) -> None:
+        self._expecting(manifest, "pod", "create", super().create_pod, manifest)
+
+    def create_service(self, manifest: dict) -> None:
+        self._expecting(manifest, "service", "create", super().create_service, manifest)
+
+    def delete_pod(self, namespace: str, name: str, force: bool = False) -> None:
+        job = self.cache.job_of_pod(namespace, name)
+        if not job:  # read from the API server, not the cache: nothing to expect of the watch
+            return super().delete_pod(namespace, name, force)
+        pod = {"metadata": {"namespace": namespace, "name": name, "labels": {keys.JOB_NAME: job}}}
+        self._expecting(pod, "pod", "delete", super().delete_pod, namespace, name, force)
+
+    def _expecting(self, manifest: dict, sort: str, kind: str, write, *args) -> None:
+        meta = manifest["metadata"]
+        job = (meta.get("labels") or {}).get(keys.JOB_NAME) or meta["name"]
+        what = f"{sort}/{meta['name']}"
+        self.cache.expect(meta["namespace"], job, what, kind)
+        try:
+            write(*args)
+        except BaseException:
+            self.cache.drop(meta["namespace"], job, what)
+            raise
+        self.cache.settle(meta["namespace"], job, what)

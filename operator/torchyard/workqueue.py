@@ -1,0 +1,116 @@
+"""A keyed work queue in front of the reconciles, in the shape of client-go's workqueue.
+
+A burst of watch events for one job (its pods scheduled, started, ready; its own status echoed)
+should cost a few passes, not one each. So a trigger only names the object: a key waits in the
+queue at most once however often it is added; a key added while a worker holds it is marked and
+goes back in once, when that pass ends, so the change is seen; a fixed number of workers take
+keys in order. ``add_after`` holds a key back until a moment falls due (a deadline, a TTL, a
+retry), so time-based rules cost nothing until then.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from typing import Callable, Hashable
+
+log = logging.getLogger(__name__)
+
+
+class WorkQueue:
+    def __init__(self, work: Callable[[Hashable], None], workers: int, clock: Callable[[], float] = time.monotonic):
+        self._work, self._workers, self._clock = work, workers, clock
+        self._cond = threading.Condition()
+        self._queue: deque[Hashable] = deque()
+        self._waiting: set[Hashable] = set()
+        self._active: set[Hashable] = set()
+        self._dirty: set[Hashable] = set()
+        self._timers: list[tuple[float, int, Hashable]] = []
+        self._due: dict[Hashable, float] = {}
+        self._order = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._stopped = False
+
+    def add(self, key: Hashable) -> None:
+        """Queue `key` unless it already waits; mark it if a worker has it now."""
+        with self._cond:
+            self._push(key)
+
+    def add_after(self, key: Hashable, delay: float) -> None:
+        """Queue `key` once `delay` seconds have passed (the earliest of several such wishes)."""
+        if delay <= 0:
+            return self.add(key)
+        due = self._clock() + delay
+        with self._cond:
+            if self._due.get(key, float("inf")) <= due:
+                return
+            self._due[key] = due
+            heapq.heappush(self._timers, (due, next(self._order), key))
+            self._cond.notify()
+
+    def depth(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def start(self) -> None:
+        for i in range(self._workers):
+            thread = threading.Thread(target=self._run, name=f"reconcile-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _push(self, key: Hashable) -> None:
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._waiting:
+            self._waiting.add(key)
+            self._queue.append(key)
+            self._cond.notify()
+
+    def _release_due(self) -> float | None:
+        """Move the keys whose time has come into the queue; seconds until the next, if any."""
+        now = self._clock()
+        while self._timers and self._timers[0][0] <= now:
+            due, _, key = heapq.heappop(self._timers)
+            if self._due.get(key) == due:
+                del self._due[key]
+                self._push(key)
+        return self._timers[0][0] - now if self._timers else None
+
+    def _take(self) -> Hashable | None:
+        with self._cond:
+            while not self._stopped:
+                wait = self._release_due()
+                if self._queue:
+                    key = self._queue.popleft()
+                    self._waiting.discard(key)
+                    self._active.add(key)
+                    return key
+                self._cond.wait(wait)
+            return None
+
+    def _done(self, key: Hashable) -> None:
+        with self._cond:
+            self._active.discard(key)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self._push(key)
+
+    def _run(self) -> None:
+        while (key := self._take()) is not None:
+            try:
+                self._work(key)
+            except Exception:  # the work function reports its own errors; a worker never dies
+                log.exception("work on %s failed", key)
+            finally:
+                self._done(key)

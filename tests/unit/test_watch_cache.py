@@ -1,0 +1,91 @@
+"""The watch cache a pass observes: newest version wins, and the operator's own writes make
+reads go to the API server until the watch shows them (no pod is ever created twice)."""
+
+from __future__ import annotations
+
+from torchyard import labels as keys
+from torchyard.kube.cache import EXPECTATION_SECONDS, WatchCache
+
+
+def pod(name, version, job="digits", deleting=False):
+    meta = {"namespace": "ml", "name": name, "resourceVersion": str(version), "labels": {keys.JOB_NAME: job}}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"metadata": meta}
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def names(pods):
+    return sorted(p["metadata"]["name"] for p in pods)
+
+
+def test_an_older_event_does_not_replace_a_newer_one():
+    cache = WatchCache()
+    cache.seen_pod(pod("digits-worker-0", 7, deleting=True))
+    cache.seen_pod(pod("digits-worker-0", 5))
+    assert cache.pods("ml", "digits")[0]["metadata"]["resourceVersion"] == "7"
+
+
+def test_a_create_in_flight_sends_reads_to_the_api_until_the_watch_shows_it():
+    cache = WatchCache()
+    cache.seen_pod(pod("digits-worker-0", 1))
+    cache.expect("ml", "digits", "pod/digits-worker-1", "create")
+    cache.settle("ml", "digits", "pod/digits-worker-1")
+    assert cache.pods("ml", "digits") is None
+    cache.seen_pod(pod("digits-worker-1", 2))
+    assert names(cache.pods("ml", "digits")) == ["digits-worker-0", "digits-worker-1"]
+
+
+def test_a_create_the_watch_showed_first_is_settled_by_the_write():
+    cache = WatchCache()
+    cache.expect("ml", "digits", "pod/digits-worker-0", "create")
+    cache.seen_pod(pod("digits-worker-0", 1))
+    cache.settle("ml", "digits", "pod/digits-worker-0")
+    assert names(cache.pods("ml", "digits")) == ["digits-worker-0"]
+
+
+def test_a_delete_is_shown_by_the_pod_terminating_or_gone():
+    cache = WatchCache()
+    cache.seen_pod(pod("digits-worker-0", 1))
+    cache.seen_pod(pod("digits-worker-1", 1))
+    cache.expect("ml", "digits", "pod/digits-worker-0", "delete")
+    cache.expect("ml", "digits", "pod/digits-worker-1", "delete")
+    cache.seen_pod(pod("digits-worker-0", 2, deleting=True))
+    assert cache.pods("ml", "digits") is None
+    cache.seen_pod(pod("digits-worker-1", 2), deleted=True)
+    assert names(cache.pods("ml", "digits")) == ["digits-worker-0"]
+
+
+def test_an_expectation_the_watch_never_meets_lapses():
+    clock = Clock()
+    cache = WatchCache(clock)
+    cache.expect("ml", "digits", "service/digits", "create")
+    assert cache.service_exists("ml", "digits") is None
+    clock.now += EXPECTATION_SECONDS
+    assert cache.service_exists("ml", "digits") is False
+
+
+def test_a_failed_write_expects_nothing():
+    cache = WatchCache()
+    cache.expect("ml", "digits", "pod/digits-worker-0", "create")
+    cache.drop("ml", "digits", "pod/digits-worker-0")
+    assert cache.pods("ml", "digits") == []
+
+
+def test_a_relist_drops_what_a_watch_missed_but_keeps_what_it_saw_since():
+    cache = WatchCache()
+    job = {"metadata": {"namespace": "ml", "name": "digits", "resourceVersion": "3"}}
+    cache.seen_job(job)
+    cache.seen_pod(pod("digits-worker-0", 4))
+    cache.seen_pod(pod("digits-worker-1", 20))
+    cache.relist("ml", [job], [], [], (10, 10, 10))
+    assert names(cache.pods("ml", "digits")) == ["digits-worker-1"]
+    cache.relist("ml", [], [], [], (10, 10, 10))
+    assert cache.job("ml", "digits") is None

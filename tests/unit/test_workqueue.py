@@ -1,0 +1,80 @@
+"""The work queue in front of the reconciles: each key waits at most once, a key that changes
+while it is worked on goes once more, and add_after holds a key until its moment."""
+
+from __future__ import annotations
+
+import threading
+
+from torchyard.workqueue import WorkQueue
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def release(queue):
+    with queue._cond:
+        return queue._release_due()
+
+
+def test_a_key_added_many_times_while_it_waits_is_worked_once():
+    done = []
+    queue = WorkQueue(done.append, workers=1)
+    for _ in range(5):
+        queue.add(("ml", "a"))
+    queue.add(("ml", "b"))
+    assert queue.depth() == 2
+    assert queue._take() == ("ml", "a") and queue._take() == ("ml", "b")
+
+
+def test_a_key_changed_while_worked_on_goes_once_more_after():
+    queue = WorkQueue(lambda key: None, workers=1)
+    queue.add("a")
+    assert queue._take() == "a"
+    queue.add("a")
+    queue.add("a")
+    assert queue.depth() == 0, "never two passes of one key at once"
+    queue._done("a")
+    assert queue.depth() == 1
+    assert queue._take() == "a"
+    queue._done("a")
+    assert queue.depth() == 0
+
+
+def test_add_after_holds_the_key_until_it_is_due_and_keeps_the_earliest():
+    clock = Clock()
+    queue = WorkQueue(lambda key: None, workers=1, clock=clock)
+    queue.add_after("a", 30)
+    queue.add_after("a", 10)
+    queue.add_after("a", 20)
+    assert release(queue) == 10 and queue.depth() == 0
+    clock.now += 10
+    release(queue)
+    assert queue.depth() == 1
+    clock.now += 30
+    queue._take()
+    queue._done("a")
+    assert release(queue) is None and queue.depth() == 0, "the later wishes were folded in"
+
+
+def test_workers_take_every_key_and_survive_a_failing_one():
+    seen, all_done = [], threading.Event()
+
+    def work(key):
+        seen.append(key)
+        if len(seen) == 3:
+            all_done.set()
+        if key == "bad":
+            raise RuntimeError("boom")
+
+    queue = WorkQueue(work, workers=2)
+    queue.start()
+    for key in ("bad", "x", "y"):
+        queue.add(key)
+    assert all_done.wait(10)
+    queue.stop()
+    assert sorted(seen) == ["bad", "x", "y"]
