@@ -1,15 +1,18 @@
 """Reconcile one TrainingJob: observe, decide, act, record.
 
 The only place that joins the pure pieces (parsing, builders, decide) to the API layer. Every
-trigger calls :meth:`JobReconciler.reconcile` with a namespace and name; it re-reads the job and
-its pods from the API server under a per-job lock, so two triggers never act on the same stale
-view, and it writes status only when the decision changed it.
+trigger queues the job's key (torchyard.workqueue); a worker calls :meth:`JobReconciler.reconcile`,
+one pass per job at a time. The job, its pods and its Service come from the `Kube` it is given: in
+the operator the watch cache (kube/cache.py), which sends reads to the API server only while the
+operator's own writes have yet to show in the watch. It writes status only when the decision
+changed it, and queues the job's next pass for when a time-based rule falls due.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
+from typing import Callable
 
 from torchyard import metrics
 from torchyard.api.errors import SpecError
@@ -21,6 +24,7 @@ from torchyard.nodes import NodeHealth
 from torchyard.progress import token_matches
 from torchyard.reconcile.conditions import timestamp
 from torchyard.reconcile.decide import TERMINAL, Observed, Plan, decide, invalid_spec
+from torchyard.reconcile.due import next_due
 from torchyard.reconcile.observe import parse_time, view_pod
 from torchyard.reconciler import Reconciler, clear_trouble
 from torchyard.registry import ModelRegistry
@@ -28,6 +32,8 @@ from torchyard.settings import Settings
 from torchyard_spec import contract
 
 log = logging.getLogger(__name__)
+# A rule that fell due and acted may still see its moment until the watch shows the result.
+MIN_DUE_SECONDS = 1.0
 # The part of the spec each built object comes from, named when the API server refuses it.
 ROLE_FIELDS = {contract.ROLE_WORKER: "spec.worker", contract.ROLE_PARAMETER_SERVER: "spec.parameterServer"}
 
@@ -42,6 +48,9 @@ class JobReconciler(Reconciler):
         self.nodes = nodes or NodeHealth()
         self.registry = ModelRegistry(kube)
         self._phases: dict[tuple[str, str], str] = {}
+        # Called with a job's key and a delay when its next time-based rule falls due (the work
+        # queue's add_after); None: a periodic resync finds it instead.
+        self.on_due: Callable[[tuple[str, str], float], None] | None = None
 
     def _read(self, namespace: str, name: str) -> dict | None:
         return self.kube.get_job(namespace, name)
@@ -64,7 +73,8 @@ class JobReconciler(Reconciler):
             job = parse_training_job(obj)
         except SpecError as exc:
             return self._reject(obj, previous, exc, now)
-        plan = decide(job, previous, self._observe(job, now))
+        observed = self._observe(job, now)
+        plan = decide(job, previous, observed)
         try:  # a distillation teacher named as a ModelVersion becomes its artifact path
             trainer_config = self.registry.trainer_config(job) if plan.create_pods else None
         except SpecError as exc:
@@ -80,6 +90,14 @@ class JobReconciler(Reconciler):
         if not recorded:
             self._record(obj, job, previous, plan)
         self.registry.record(obj, job, plan.status)
+        self._schedule(job, plan.status, observed)
+
+    def _schedule(self, job: TrainingJob, status: dict, observed: Observed) -> None:
+        """Queue the job's next pass for when a time-based rule falls due (no sweep finds it)."""
+        due = next_due(job, status, observed) if self.on_due else None
+        if due is not None:
+            delay = (due - observed.now).total_seconds()
+            self.on_due((job.namespace, job.name), max(delay, MIN_DUE_SECONDS))
 
     def _observe(self, job: TrainingJob, now: datetime) -> Observed:
         pods = tuple(view_pod(p) for p in self.kube.list_job_pods(job.namespace, job.name))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
+from typing import Callable
 
 import kopf
 
@@ -22,6 +23,7 @@ from torchyard.reconcile import conditions as cond
 from torchyard.reconcile.backoff import LASTING_SECONDS, Backoff
 
 log = logging.getLogger(__name__)
+CONFLICT_RETRY_SECONDS = 0.2
 
 
 class Reconciler:
@@ -50,6 +52,21 @@ class Reconciler:
                 self._show_trouble(namespace, name, exc, lasted)
             raise
         self._backoff.succeeded(key)
+
+    def take(self, key: tuple[str, str], requeue: Callable[[tuple[str, str], float], None]) -> None:
+        """One pass for a key from the work queue. A pass that met a conflict goes again shortly
+        (the watch event that made its view stale queues it too); one that met API trouble goes
+        again when its backoff ends; nothing else retries it."""
+        namespace, name = key
+        try:
+            self.reconcile(namespace, name)
+        except Conflict:
+            requeue(key, CONFLICT_RETRY_SECONDS)
+        except kopf.TemporaryError as exc:
+            log.warning("reconcile of %s %s/%s: %s", self.kind, namespace, name, exc)
+            requeue(key, max(self._backoff.wait(key, time.monotonic()), 0.1))
+        except kopf.PermanentError as exc:
+            log.warning("reconcile of %s %s/%s: %s", self.kind, namespace, name, exc)
 
     def forget(self, namespace: str, name: str) -> None:
         """The object is gone: drop what was kept about it."""

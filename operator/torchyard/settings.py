@@ -28,6 +28,9 @@ class Settings:
     # Key that signs each job's progress token; keep it stable across restarts (the chart does).
     progress_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     resync_seconds: float = 5.0
+    # The TrainingJobs' safety resync: the watch cache listed afresh and every job queued. Their
+    # time-based rules are queued for when they fall due, so this only repairs a missed event.
+    job_resync_seconds: float = 300.0
     # How long a pod may stay Terminating past its grace period before it is force-deleted
     # (a pod on a dead node never finishes terminating by itself).
     stuck_terminating_seconds: float = 60.0
@@ -53,6 +56,8 @@ class Settings:
             kwargs["progress_key"] = env["TORCHYARD_PROGRESS_KEY"].encode()
         if env.get("TORCHYARD_RESYNC_SECONDS"):
             kwargs["resync_seconds"] = float(env["TORCHYARD_RESYNC_SECONDS"])
+        if env.get("TORCHYARD_JOB_RESYNC_SECONDS"):
+            kwargs["job_resync_seconds"] = float(env["TORCHYARD_JOB_RESYNC_SECONDS"])
         if env.get("TORCHYARD_NODE_FAILURE_SECONDS"):
             kwargs["node_failure_seconds"] = float(env["TORCHYARD_NODE_FAILURE_SECONDS"])
         return cls(**kwargs)

@@ -11,10 +11,14 @@ import kopf
 from torchyard.handlers.resync import resync_forever
 from torchyard.http import Server, build_app
 from torchyard.jobs import JobReconciler
+from torchyard.kube.cache import CachedKube, WatchCache
 from torchyard.kube.client import Kube, load_config
 from torchyard.nodes import NodeHealth
 from torchyard.peering import acting
 from torchyard.serving import ServingReconciler
+from torchyard.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
@@ -33,21 +37,36 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
 
     load_config()
     kube = Kube()
+    memo.cache = WatchCache()
+    cached = CachedKube(memo.cache)
+    for namespace in options.namespaces or [None]:  # before any watch event: the cache's seed
+        await asyncio.to_thread(cached.relist, namespace)
     memo.nodes = NodeHealth()
-    memo.jobs = JobReconciler(kube, options.settings, memo.nodes)
+    memo.jobs = JobReconciler(cached, options.settings, memo.nodes)
+    memo.queue = WorkQueue(lambda key: memo.jobs.take(key, memo.queue.add_after), options.workers)
+    memo.jobs.on_due = memo.queue.add_after
+    memo.queue.start()
     memo.serving = ServingReconciler(kube, options.settings)
     memo.server = Server(build_app(memo.jobs.accept_progress), options.http_host, options.http_port)
     await memo.server.start()
 
+    was_acting = [True]
+
     def this_replica_acts() -> bool:
+        """With peering, a standby's watches pause: on taking over it lists its cache afresh."""
         if not options.peering:
             return True
         scope = options.namespaces[0] if options.namespaces else None
-        return acting(kube.peers(options.peering, scope), options.priority, datetime.now(timezone.utc))
+        acts = acting(kube.peers(options.peering, scope), options.priority, datetime.now(timezone.utc))
+        if acts and not was_acting[0]:
+            for namespace in options.namespaces or [None]:
+                cached.relist(namespace)
+        was_acting[0] = acts
+        return acts
 
     interval = options.settings.resync_seconds
-    memo.resync = asyncio.create_task(resync_forever(
-        "TrainingJob", kube.list_jobs, memo.jobs.reconcile, options.namespaces, interval, this_replica_acts))
+    memo.resync = asyncio.create_task(safety_resync_forever(
+        cached, memo.queue, options.namespaces, options.settings.job_resync_seconds, this_replica_acts))
     memo.serving_resync = asyncio.create_task(resync_forever(
         "ModelDeployment", memo.serving.kube.list_model_deployments, memo.serving.reconcile, options.namespaces,
         interval, this_replica_acts))
@@ -56,6 +75,23 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_) -> None:
     memo.resync.cancel()
+    memo.queue.stop()
     memo.serving_resync.cancel()
     memo.serving.stop()
     await memo.server.stop()
+
+
+async def safety_resync_forever(cached: CachedKube, queue: WorkQueue, namespaces: list[str] | None,
+                                interval: float, acts) -> None:
+    """Rarely, list the cache afresh (a watch may have missed a deletion) and queue every job."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if not await asyncio.to_thread(acts):
+                continue
+            for namespace in namespaces or [None]:
+                await asyncio.to_thread(cached.relist, namespace)
+        except (kopf.TemporaryError, kopf.PermanentError) as exc:
+            log.warning("safety resync of TrainingJobs: %s", exc)
+        for key in cached.cache.job_keys():
+            queue.add(key)

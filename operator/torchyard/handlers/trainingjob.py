@@ -1,9 +1,10 @@
-"""Wire kopf's events for TrainingJobs and their pods to the one reconcile.
+"""Wire kopf's events for TrainingJobs and their pods and Service to the work queue.
 
 No change handlers (create/update/delete) are used on purpose: they would need kopf's progress
-storage and a finalizer, and a level-based reconcile needs neither. Watch events cover create,
-update and the operator's own restart (kopf lists every object when it starts); a resync loop
-covers time (deadlines, TTL) and retries after an error.
+storage and a finalizer, and a level-based reconcile needs neither. Each event puts the object
+it shows into the watch cache (what a pass observes) and queues the job's key; the queue folds a
+burst of events into a few passes (torchyard.workqueue). A slow resync from the cache covers
+time (deadlines, TTL) and retries.
 """
 
 from __future__ import annotations
@@ -14,21 +15,30 @@ import kopf
 
 from torchyard import labels as keys
 from torchyard.api import trainingjob as tj
-from torchyard.handlers.resync import logged
 from torchyard.jobs import JobReconciler
 
 log = logging.getLogger(__name__)
+OWNED = {keys.JOB_NAME: kopf.PRESENT, keys.MANAGED_BY: keys.MANAGER}
 
 
 @kopf.on.event(tj.GROUP, tj.VERSION, tj.PLURAL)
-def trainingjob_event(event: dict, namespace: str, name: str, memo: kopf.Memo, **_) -> None:
-    jobs: JobReconciler = memo.jobs
-    if event.get("type") == "DELETED":
+async def trainingjob_event(event: dict, namespace: str, name: str, memo: kopf.Memo, **_) -> None:
+    deleted = event.get("type") == "DELETED"
+    memo.cache.seen_job(event["object"], deleted)
+    if deleted:
+        jobs: JobReconciler = memo.jobs
         jobs.forget(namespace, name)
         return
-    logged("TrainingJob", jobs.reconcile, namespace, name)
+    memo.queue.add((namespace, name))
 
 
-@kopf.on.event("", "v1", "pods", labels={keys.JOB_NAME: kopf.PRESENT, keys.MANAGED_BY: keys.MANAGER})
-def pod_event(namespace: str, labels: dict, memo: kopf.Memo, **_) -> None:
-    logged("TrainingJob", memo.jobs.reconcile, namespace, labels[keys.JOB_NAME])
+@kopf.on.event("", "v1", "pods", labels=OWNED)
+async def pod_event(event: dict, namespace: str, labels: dict, memo: kopf.Memo, **_) -> None:
+    memo.cache.seen_pod(event["object"], event.get("type") == "DELETED")
+    memo.queue.add((namespace, labels[keys.JOB_NAME]))
+
+
+@kopf.on.event("", "v1", "services", labels=OWNED)
+async def service_event(event: dict, namespace: str, labels: dict, memo: kopf.Memo, **_) -> None:
+    memo.cache.seen_service(event["object"], event.get("type") == "DELETED")
+    memo.queue.add((namespace, labels[keys.JOB_NAME]))
