@@ -151,8 +151,10 @@ export_group() {
 export_group pause "$pause"
 export_group operator "torchyard/operator:$TAG"
 export_group trainer "torchyard/trainer:$TAG" "$user_image"
-# Layers no tagged image uses any more (an earlier build's) only fill the disk.
+# Layers no tagged image uses any more (an earlier build's) only fill the disk; the build cache
+# keeps what the current images were built from and a bounded remainder.
 docker image prune -f >/dev/null
+docker builder prune -f --keep-storage "${BUILD_CACHE_KEEP:-16GB}" >/dev/null
 log "images ready in $IMAGES"
 # A real node already running (hack/e2e.sh with E2E_KEEP_CLUSTER=1) gets them at once.
 e2e_dir="${TORCHYARD_E2E_CLUSTER_DIR:-$CACHE/e2e-cluster}"
