@@ -150,3 +150,12 @@ def _run(argv: list[str]) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}"
     return done.stdout
+
+
+def pytest_terminal_summary(terminalreporter):
+    from e2e_kit import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("figures measured by the end-to-end tests")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

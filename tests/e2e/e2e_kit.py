@@ -27,6 +27,16 @@ TRAINING_TIMEOUT = 600  # seconds; training takes one to three minutes on two bu
 TERMINAL = ("Succeeded", "Failed")
 
 
+FIGURES: list[str] = []  # what the tests measured; conftest.py repeats them at the end of the run
+
+
+def figure(line: str) -> None:
+    """Print a measured figure (failover, restart, accuracy) and keep it for the run's summary, so
+    the figures reach the log without `pytest -s`."""
+    print(line)
+    FIGURES.append(line)
+
+
 # -- waiting -------------------------------------------------------------------------------------
 
 def wait(probe: Callable, what: str, timeout: float, interval: float = 2.0, explain: Callable[[], str] | None = None):

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from e2e_kit import (Resources, assert_succeeded, example, explain_job, job_pods, job_status, pod_log,
+from e2e_kit import (Resources, assert_succeeded, example, explain_job, figure, job_pods, job_status, pod_log,
                      wait, wait_job, with_claim)
 
 NAME = "e2e-restart"
@@ -44,7 +44,7 @@ def test_a_killed_worker_restarts_the_gang_from_its_checkpoint(installed, resour
 
     before = wait(mid_training, f"{NAME} past step 40 and short of 60%", 600, interval=0.5, explain=explain)
     killed_at = kill_container(f"{NAME}-worker-1", "trainer")
-    print(f"restart: killed worker-1 at step {before['step']} of {before.get('totalSteps')}")
+    figure(f"restart: killed worker-1 at step {before['step']} of {before.get('totalSteps')}")
 
     def all_running_again():
         attempt = job_status(installed, NAME).get("attempt", 0)
@@ -69,7 +69,7 @@ def test_a_killed_worker_restarts_the_gang_from_its_checkpoint(installed, resour
 
     wait(past_checkpoint, f"progress past step {checkpoint_step} after the restart", 300, interval=0.5, explain=explain)
     progressed_at = time.time()
-    print(f"restart: all pods Running again {running_at - killed_at:.1f}s after the kill; progress past the "
+    figure(f"restart: all pods Running again {running_at - killed_at:.1f}s after the kill; progress past the "
           f"checkpoint (step {checkpoint_step}) {progressed_at - killed_at:.1f}s after it")
 
     status = wait_job(installed, NAME)

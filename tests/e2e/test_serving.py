@@ -25,10 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from e2e_kit import (LOOP, PREDICT, Resources, assert_succeeded, condition, example, explain_md, get,
+from e2e_kit import (LOOP, PREDICT, Resources, assert_succeeded, condition, example, explain_md, figure, get,
                      json_lines, md_status, mv_status, pod_log, read_or_none, run_client, selected_version,
-                     start_client, wait, wait_client, wait_job, wait_registered,
-                     wait_serving)
+                     start_client, wait, wait_client, wait_job, wait_registered, wait_serving)
 
 MODEL = "digits"  # the examples' model and ModelDeployment name
 SETTLE_SECONDS = 5  # the failover client stops once the standby has answered this long
@@ -97,7 +96,7 @@ def test_the_service_answers_known_digits_correctly(installed, serving):
     correct = sum(p == e for p, e in zip(batch["predicted"], batch["expected"]))
     singles = [line for line in lines if line["kind"] == "single"]
     right = [line["expected"] for line in singles if line["predicted"] == line["expected"]]
-    print(f"v{active}: {correct}/100 digits right in one batch; alone, right for digits {right}")
+    figure(f"v{active}: {correct}/100 digits right in one batch; alone, right for digits {right}")
     assert correct >= 90, f"only {correct} of 100 known digits predicted right: {batch}"
     assert len(singles) == 10 and len(right) >= 9, f"single-digit answers: {singles}"
     metadata = next(line for line in lines if line["kind"] == "metadata")
@@ -109,7 +108,7 @@ def test_a_better_version_takes_traffic_and_a_worse_one_is_refused(installed, pr
     first, second = promoted.first, promoted.second
     old = get(installed, "ModelVersion", f"{MODEL}-v{first}")["spec"]["metrics"]["accuracy"]
     new = promoted.status["result"]["metrics"]["accuracy"]
-    print(f"accuracy: v{first} {old}, v{second} {new}")
+    figure(f"accuracy: v{first} {old}, v{second} {new}")
     history = md_status(installed, MODEL).get("history") or []
     assert any((h.get("from"), h["to"], h["reason"]) == (first, second, "promotion") for h in history), history
     assert wait(lambda: mv_status(installed, f"{MODEL}-v{first}").get("phase") == "Standby", f"v{first} Standby", 60)
@@ -153,7 +152,7 @@ def test_killing_the_active_version_fails_over_and_rollback_moves_traffic_back(i
     history = md_status(installed, MODEL).get("history") or []
     failover = [h for h in history if (h.get("from"), h["to"], h["reason"]) == (second, first, "failover")]
     assert failover, f"no failover v{second} -> v{first} in the history: {history}"
-    print(f"failover: operator's switchLatencySeconds {failover[-1].get('switchLatencySeconds')}")
+    figure(f"failover: operator's switchLatencySeconds {failover[-1].get('switchLatencySeconds')}")
 
     # The killed containers restart; once ready again for the grace period their version serves again.
     wait_serving(installed, MODEL, MODEL, second, timeout=300)
@@ -164,7 +163,7 @@ def test_killing_the_active_version_fails_over_and_rollback_moves_traffic_back(i
     assert selected_version(installed, MODEL) == first and f"v{first} serves" in done.stdout, done.stdout
     entry = md_status(installed, MODEL)["history"][-1]
     assert (entry.get("from"), entry["to"], entry["reason"]) == (second, first, "manual"), entry
-    print(f"rollback: {done.stdout.strip().splitlines()[-1]}; operator's switchLatencySeconds "
+    figure(f"rollback: {done.stdout.strip().splitlines()[-1]}; operator's switchLatencySeconds "
           f"{entry.get('switchLatencySeconds')}")
     batch = next(line for line in predict(installed, promoted.res, rows=20) if line["kind"] == "batch")
     assert batch["model_version"] == str(first), f"after the rollback the Service answers from v{batch['model_version']}"
@@ -175,10 +174,10 @@ def report_failover(runs: list[dict], killed_at: float, standby: int) -> None:
     """Print what the looping client saw: requests failed, and when the standby first answered."""
     errors = [r for r in runs if r["outcome"].startswith("error")]
     answered = next((r["first"] for r in runs if r["outcome"] == f"v{standby}"), None)
-    print(f"failover: {sum(r['count'] for r in errors)} failed requests of {sum(r['count'] for r in runs)}; "
+    figure(f"failover: {sum(r['count'] for r in errors)} failed requests of {sum(r['count'] for r in runs)}; "
           + (f"first answer from the standby {answered - killed_at:.2f}s after the kill" if answered else "no answer from it"))
     if errors:
-        print(f"failover: errors seen: {sorted({r['outcome'] for r in errors})}; "
+        figure(f"failover: errors seen: {sorted({r['outcome'] for r in errors})}; "
               f"the last {max(r['last'] for r in errors) - killed_at:.2f}s after the kill")
 
 

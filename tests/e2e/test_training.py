@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from e2e_kit import (Resources, assert_succeeded, explain_job, example, get, job_pods, job_status, pod_log,
+from e2e_kit import (Resources, assert_succeeded, example, explain_job, figure, get, job_pods, job_status, pod_log,
                      run_client, wait, wait_job, wait_registered, with_claim)
 
 # What each example says it reaches (digits-ddp: "about 0.97"), less a margin for another seed's luck.
@@ -54,7 +54,7 @@ def test_an_example_trains_in_real_pods_and_registers_its_model(installed, resou
     assert_succeeded(installed, name, status)
     assert seen_progress, "no progress report reached the job's status while it ran"
     accuracy = status["result"]["metrics"]["accuracy"]
-    print(f"{file}: accuracy {accuracy}, {status['result'].get('steps')} steps")
+    figure(f"{file}: accuracy {accuracy}, {status['result'].get('steps')} steps")
     assert accuracy >= ACCURACY[file], f"{name} reached accuracy {accuracy}, below {ACCURACY[file]}: {status['result']}"
 
     version = wait_registered(installed, name)["result"]["modelVersion"]
