@@ -25,7 +25,7 @@ from torchyard import metrics
 from torchyard.api import modeldeployment as md_api
 from torchyard.api.errors import SpecError
 from torchyard.api.modeldeployment import ModelDeployment, parse_model_deployment
-from torchyard.api.modelversion import VERSION_LABEL, ModelVersion, parse_model_version, version_name
+from torchyard.api.modelversion import DEPLOYMENT_LABEL, VERSION_LABEL, ModelVersion, parse_model_version, version_name
 from torchyard.builders.serving import (build_deployment, build_service, deployment_selector, deployment_update,
                                         selected_version, selector_patch)
 from torchyard.golden import GoldenCheck
@@ -101,6 +101,12 @@ class ServingReconciler(Reconciler):
             return self._duplicate(obj, previous, owner, md, now)
         self._models[(namespace, name)] = md.spec.model_name
         versions, deployments, pods, service = self._read(md)
+        if service is not None and not serves_for(service, md):
+            # Someone else's Service has the model's name (a TrainingJob's headless Service is named
+            # after the job, and a model after its job by default): never take it over.
+            return self._reject(obj, previous, SpecError(
+                "spec.modelName", f"names Service {md.spec.model_name}, which already exists and is not this "
+                f"ModelDeployment's ({describe_owner(service)}): choose another modelName"), now)
         observed = ServingObserved(
             versions=versions,
             deployments={v: view_version_health(d, pods, md.spec.failover.crash_loop_restarts) for v, d in deployments.items()},
@@ -270,6 +276,17 @@ class ServingReconciler(Reconciler):
             log.warning("timed reconcile of ModelDeployment %s/%s: %s", namespace, name, exc)
         except Exception:
             log.exception("timed reconcile of ModelDeployment %s/%s failed", namespace, name)
+
+
+def serves_for(service: Mapping[str, Any], md: ModelDeployment) -> bool:
+    """True when `service` is the stable Service this ModelDeployment made (build_service labels it)."""
+    labels = (service.get("metadata") or {}).get("labels") or {}
+    return labels.get(DEPLOYMENT_LABEL) == md.name
+
+
+def describe_owner(service: Mapping[str, Any]) -> str:
+    refs = (service.get("metadata") or {}).get("ownerReferences") or []
+    return ", ".join(f"owned by {r.get('kind')} {r.get('name')}" for r in refs) or "made by someone else"
 
 
 def status_patch(previous: Mapping[str, Any], status: Mapping[str, Any]) -> dict:

@@ -28,7 +28,9 @@ class FakeKube:
         self.pods = [{"metadata": {"name": f"digits-v{v}-x", "labels": {"torchyard.dev/version": str(v)}},
                       "status": {"podIP": f"10.0.0.{v}", "conditions": [{"type": "Ready", "status": str(ok)}]}}
                      for v, ok in ready.items()]
-        self.service = None if selected is None else {"spec": {"selector": {"torchyard.dev/version": str(selected)}}}
+        self.service = None if selected is None else {
+            "metadata": {"labels": {"torchyard.dev/model-deployment": "digits"}},
+            "spec": {"selector": {"torchyard.dev/version": str(selected)}}}
         self.writes: list[tuple] = []
         self.others: list[dict] = []  # other ModelDeployments in the namespace
 
@@ -114,7 +116,8 @@ def test_nothing_is_written_when_nothing_changed():
     reconciler(kube).reconcile("ml", "digits")
     settled = next(w for w in kube.writes if w[0] == "patch_model_deployment_status")[2]
     kube.md["status"] = {k: v for k, v in settled.items() if v is not None}
-    kube.service = {"spec": {"selector": {"torchyard.dev/version": "1"}}}
+    kube.service = {"metadata": {"labels": {"torchyard.dev/model-deployment": "digits"}},
+                    "spec": {"selector": {"torchyard.dev/version": "1"}}}
     for v in kube.versions:
         v["status"] = next(w[2] for w in kube.writes if w[0] == "patch_model_version_status")
     kube.writes.clear()
@@ -124,3 +127,16 @@ def test_nothing_is_written_when_nothing_changed():
 
 def test_status_patch_nulls_dropped_keys_only():
     assert status_patch({"a": 1, "b": 2}, {"a": 3}) == {"a": 3, "b": None}
+
+
+def test_a_service_of_the_models_name_made_by_someone_else_is_never_taken_over():
+    kube = FakeKube({}, {}, [version(1)], {1: True}, selected=None)
+    # A TrainingJob's headless Service: named after the job, which a model is named after by default.
+    kube.service = {"metadata": {"name": "digits", "ownerReferences": [{"kind": "TrainingJob", "name": "digits"}]},
+                    "spec": {"clusterIP": "None", "selector": {"torchyard.dev/job-name": "digits"}}}
+    reconciler(kube).reconcile("ml", "digits")
+    assert not [w for w in kube.writes if w[0] in ("patch_service", "create_service")]
+    (_, _, status), = [w for w in kube.writes if w[0] == "patch_model_deployment_status"]
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "InvalidSpec" and degraded["message"].startswith("spec.modelName")
+    assert "TrainingJob digits" in degraded["message"]
