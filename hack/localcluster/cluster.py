@@ -172,13 +172,14 @@ class LocalCluster:
         context, urls = procs.client_context(layout.pki), comp.health_urls(ports)
         kubectl_ = nodes.Kubectl(kubectl(), layout.kubeconfig)
 
-        def start(name: str, argv: list[str], url: str | None) -> None:
+        def start(name: str, argv: list[str], url: str | None) -> procs.Managed:
             proc, popen = procs.start(name, argv, layout.logs)
             started.append(proc)
             self._save(ports, started, node_ports)
             if url:
                 took = procs.wait_healthy(proc, popen, url, context if url.startswith("https") else None)
                 log.info("%s ready in %.1fs", name, took)
+            return proc
 
         for name in CONTROL_PLANE:
             start(name, COMMANDS[name](self.bins, layout, ports), urls[name])
@@ -202,8 +203,8 @@ class LocalCluster:
             pki.write_admin_kubeconfig(kubeconfigs[identity], pki_dir, server, identity)
         realnode.cni_config(node)
         node.containerd_root.mkdir(parents=True, exist_ok=True)
-        start("containerd", realnode.containerd_cmd(node), None)
-        realnode.wait_containerd(node, self.processes()[-1])
+        containerd = start("containerd", realnode.containerd_cmd(node), None)
+        realnode.wait_containerd(node, containerd)
         realnode.import_images(node)
         start("kubelet", realnode.kubelet_cmd(self.bins, node, pki_dir, kubeconfigs["kubelet-client"],
                                                node_ports), urls["kubelet"])
