@@ -24,6 +24,9 @@ COMMANDS = {"etcd": comp.etcd, "kube-apiserver": comp.apiserver,
             "kwok": comp.kwok}
 
 
+PORT_TAKEN = "address already in use"
+
+
 class ClusterError(RuntimeError):
     """The cluster could not be started; the message says why and what to do."""
 
@@ -114,14 +117,21 @@ class LocalCluster:
         if self.layout.root.exists():
             self._down()
         self._ensure_binaries(build)
-        self.layout.root.mkdir(parents=True)
-        self.layout.state_file.write_text("{}")  # marks the directory as ours, for `down`
-        try:
-            self._start_all(real_node, kwok)
-        except BaseException:
-            log.error("start failed; logs are in %s", self.layout.logs)
-            self._stop_all()
-            raise
+        for attempt in (1, 2):
+            self.layout.root.mkdir(parents=True)
+            self.layout.state_file.write_text("{}")  # marks the directory as ours, for `down`
+            try:
+                self._start_all(real_node, kwok)
+                return True
+            except BaseException as error:
+                log.error("start failed; logs are in %s", self.layout.logs)
+                self._stop_all()
+                # Ports are chosen free, then bound by each component a moment later; another
+                # process can take one in between. That, and only that, is worth a second try.
+                if attempt == 2 or PORT_TAKEN not in str(error):
+                    raise
+                log.warning("a port was taken between choosing and binding it; starting again")
+                shutil.rmtree(self.layout.root)
         return True
 
     def _down(self) -> None:
