@@ -172,6 +172,20 @@ build_kubeflow() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# The real Kueue controller for the queueing tests (Apache-2.0). Its CRDs and webhook manifests ship
+# in the module; keep a copy beside the binary (as for kwok), so the tests read Kueue's own.
+build_kueue() {
+  local out="$BIN/kueue-$KUEUE_VERSION"
+  [[ -x "$out/kueue" ]] && return
+  log "building kueue $KUEUE_VERSION"
+  GOBIN="$out.tmp" go install -ldflags "-s -w" "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
+  local moddir; moddir=$(go env GOMODCACHE)/sigs.k8s.io/kueue@$KUEUE_VERSION
+  mkdir -p "$out.tmp/config"
+  cp -r "$moddir/config/components/crd" "$moddir/config/components/webhook" "$out.tmp/config/"
+  chmod -R u+w "$out.tmp/config"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 command -v go >/dev/null || { log "go (>= 1.25) is required: the binaries are built from Go modules"; exit 1; }
 mkdir -p "$SRC" "$BIN"
 started=$(date +%s)
@@ -181,6 +195,7 @@ build_helm
 build_kubernetes
 build_coredns
 build_versitygw
+build_kueue
 # The benchmark's peer only when asked: the tests never need it.
 [[ "${1:-}" == "--bench" ]] && build_kubeflow
 log "binaries ready in $BIN ($(( $(date +%s) - started ))s)"
