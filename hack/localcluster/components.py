@@ -1,7 +1,9 @@
 """Command lines of the control plane's components and the URLs that say they are ready.
 
-Everything binds to 127.0.0.1 on ports chosen at start. Admission webhooks are disabled and no
-aggregated API is registered, so the apiserver never dials a (fake) Service address.
+Everything binds to 127.0.0.1 on ports chosen at start. No aggregated API is registered, so the
+apiserver never dials a (fake) Service address. Admission webhooks are on (the API server's
+defaults): a test that registers one serves it on loopback and points the webhook's `url` there,
+with the local CA as its caBundle (pki.issue_loopback_serving).
 """
 from __future__ import annotations
 
@@ -99,7 +101,6 @@ def apiserver(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             # Node addresses first: a node's hostname resolves nowhere on this machine.
             "--kubelet-preferred-address-types=InternalIP,Hostname",
-            "--disable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
             "--profiling=false"]
 
 

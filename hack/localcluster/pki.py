@@ -115,6 +115,21 @@ def _node_files(ca_key, ca_cert, node_name: str, node_ip: str) -> dict[str, byte
     return files
 
 
+def issue_loopback_serving(pki_dir: Path, out_dir: Path, common_name: str) -> Path:
+    """A serving certificate for 127.0.0.1 and localhost signed by this cluster's CA, written as
+    tls.crt/tls.key in `out_dir` (the layout controller-runtime's webhook server reads), for a
+    webhook the API server calls on loopback with ca.crt as its caBundle. Returns `out_dir`."""
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
+    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    key, cert = _issue(ca_key, ca_cert, _name(common_name), ExtendedKeyUsageOID.SERVER_AUTH, sans)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in (("tls.crt", _cert_pem(cert)), ("tls.key", _key_pem(key))):
+        (out_dir / name).write_bytes(data)
+        (out_dir / name).chmod(0o600)
+    return out_dir
+
+
 def write_admin_kubeconfig(path: Path, pki_dir: Path, server: str, identity: str = "admin") -> None:
     """A kubeconfig with the certificates embedded, so it can be copied anywhere; `identity` names
     the client certificate (admin, kubelet-client, kube-proxy)."""
