@@ -20,6 +20,11 @@ KWOK_MANAGED_LABEL = "torchyard.dev/kwok-managed"
 # managing goes NotReady in about NODE_GRACE rather than the default 50s.
 NODE_LEASE_SECONDS = 20
 NODE_GRACE = "20s"
+# Kubernetes' own gang scheduling (alpha in 1.35, docs/gang-scheduling.md): the apiserver serves
+# the Workload API and keeps a pod's spec.workloadRef; the scheduler's GangScheduling plugin
+# binds a Workload's pods all together or not at all.
+GANG_FEATURE_GATES = "--feature-gates=GenericWorkload=true,GangScheduling=true"
+GANG_RUNTIME_CONFIG = "--runtime-config=scheduling.k8s.io/v1alpha1=true"
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ def apiserver(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             # Node addresses first: a node's hostname resolves nowhere on this machine.
             "--kubelet-preferred-address-types=InternalIP,Hostname",
-            "--profiling=false"]
+            GANG_FEATURE_GATES, GANG_RUNTIME_CONFIG, "--profiling=false"]
 
 
 def controller_manager(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
@@ -118,7 +123,7 @@ def controller_manager(bins: Binaries, layout: Layout, ports: Ports) -> list[str
 def scheduler(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
     return [str(bins.kube_scheduler), *_as_client(layout), *_tls(layout),
             "--bind-address=127.0.0.1", f"--secure-port={ports.scheduler}", "--leader-elect=false",
-            "--profiling=false"]
+            GANG_FEATURE_GATES, "--profiling=false"]
 
 
 def kwok(bins: Binaries, layout: Layout, ports: Ports) -> list[str]:
