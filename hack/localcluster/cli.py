@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import host, realnode
 from .cluster import ClusterError, LocalCluster
-from .config import Binaries, default_state_dir, versions
+from .config import Binaries, cache_dir, default_state_dir, versions
 
 
 def _up(cluster: LocalCluster, args) -> int:
@@ -44,8 +44,17 @@ def _import_images(cluster: LocalCluster, args) -> int:
     return 0
 
 
+# Binaries the tests run beside the cluster (hack/build-control-plane.sh builds them).
+TEST_TOOLS = {
+    "kueue": lambda: cache_dir() / "bin" / f"kueue-{versions()['KUEUE_VERSION']}" / "kueue",
+}
+
+
 def _which(cluster: LocalCluster, args) -> int:
-    path = getattr(Binaries.for_versions(), args.tool.replace("-", "_"))
+    if args.tool in TEST_TOOLS:  # built by the default build, not needed to start a cluster
+        path = TEST_TOOLS[args.tool]()
+    else:
+        path = getattr(Binaries.for_versions(), args.tool.replace("-", "_"))
     print(path)
     return 0 if Path(path).exists() else 1
 
@@ -78,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
     which = sub.add_parser("which", help="print the cached path of a binary (e.g. helm)")
     which.add_argument("tool", choices=["etcd", "kube-apiserver", "kube-controller-manager",
                                         "kube-scheduler", "kwok", "helm", "kubelet", "kube-proxy",
-                                        "coredns"])
+                                        "coredns", *TEST_TOOLS])
     which.set_defaults(run=_which)
     return p
 
