@@ -148,12 +148,20 @@ def run_file(path: str, output: str | None, timeout: float | None) -> int:
 def render_file(path: str) -> int:
     import yaml
 
+    from torchyard.api.errors import SpecError
     from torchyard.builders.pods import build_pods, build_service
+    from torchyard.builders.security import check_overrides
 
     job = load_job_file(path)
     if job is None:
         return 2
-    docs = [build_service(job)] + build_pods(job, attempt=0, settings=Settings.from_environ())
+    settings = Settings.from_environ()
+    try:
+        check_overrides(job, settings)
+    except SpecError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return 2
+    docs = [build_service(job)] + build_pods(job, attempt=0, settings=settings)
     yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
     return 0
 

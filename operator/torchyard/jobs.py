@@ -18,6 +18,7 @@ from torchyard import metrics
 from torchyard.api.errors import SpecError
 from torchyard.api.trainingjob import TrainingJob, parse_training_job
 from torchyard.builders.pods import build_pod, build_service
+from torchyard.builders.security import check_overrides
 from torchyard.builders.strategies import strategy_for
 from torchyard.kube.client import Kube, Refused
 from torchyard.nodes import NodeHealth
@@ -71,6 +72,7 @@ class JobReconciler(Reconciler):
         now = datetime.now(timezone.utc)
         try:
             job = parse_training_job(obj)
+            check_overrides(job, self.settings)  # what this operator's administrator allows
         except SpecError as exc:
             return self._reject(obj, previous, exc, now)
         observed = self._observe(job, now)

@@ -37,6 +37,9 @@ class Settings:
     # How long a gang may sit on a node that is NotReady or lost before it is replaced elsewhere
     # (Kubernetes itself evicts only after 300 s, and never finishes deleting on a lost node).
     node_failure_seconds: float = 60.0
+    # Whether a role's template.securityContext may relax the restricted defaults (root, a
+    # writable root filesystem). Off unless the administrator turns it on.
+    allow_security_context_overrides: bool = False
 
     @classmethod
     def from_environ(cls, environ=None) -> "Settings":
@@ -60,4 +63,6 @@ class Settings:
             kwargs["job_resync_seconds"] = float(env["TORCHYARD_JOB_RESYNC_SECONDS"])
         if env.get("TORCHYARD_NODE_FAILURE_SECONDS"):
             kwargs["node_failure_seconds"] = float(env["TORCHYARD_NODE_FAILURE_SECONDS"])
+        if env.get("TORCHYARD_ALLOW_SECURITY_CONTEXT_OVERRIDES"):
+            kwargs["allow_security_context_overrides"] = env["TORCHYARD_ALLOW_SECURITY_CONTEXT_OVERRIDES"].lower() == "true"
         return cls(**kwargs)

@@ -2,7 +2,8 @@
 
 One statement of the layout, used by the operator's pod builders, by ``torchyard run`` and by the
 trainer's local gang: parameter servers come first (ranks ``0..P-1``), then workers; a pod runs
-one process per GPU (one without GPUs) and takes that many consecutive ranks; the rendezvous is
+its role's nprocPerNode processes (by default one per GPU, one without GPUs) and takes that many
+consecutive ranks; the rendezvous is
 on the first pod in rank order. Addresses are whatever the caller's network gives a pod (a DNS
 name in a cluster, 127.0.0.1 with its own port on a laptop), so they are passed in.
 """
@@ -16,8 +17,10 @@ from typing import Any, Callable, Mapping
 from torchyard_spec import contract
 
 
-def processes_per_pod(gpus: int) -> int:
-    """A GPU pod runs one process per GPU; a CPU pod runs one process."""
+def processes_per_pod(gpus: int, nproc_per_node: int | None = None) -> int:
+    """The role's nprocPerNode when set; otherwise one process per GPU, or one in a CPU pod."""
+    if nproc_per_node is not None:
+        return int(nproc_per_node)
     return max(1, int(gpus))
 
 

@@ -280,8 +280,9 @@ CEL_RULES = [  # where, words in the rule, fieldPath, words in the message
     ("spec", "has(self.parameterServer)", ".parameterServer", "spec.parameterServer is required"),
     ("spec", "!has(self.parameterServer)", ".parameterServer", "spec.parameterServer must be omitted"),
     ("spec.strategy", "self == oldSelf", None, "spec.strategy is immutable"),
-    ("spec.worker.template", "has(self.command)", ".command", "template.command"),
-    ("spec.parameterServer.template", "has(self.command)", ".command", "template.command"),
+    ("spec.worker.template.metadata.labels", "startsWith('torchyard.dev/')", None, "template.metadata.labels must not"),
+    ("spec.worker.template.metadata.annotations", "startsWith('kueue.x-k8s.io/')", None,
+     "template.metadata.annotations must not"),
     ("spec.trainer.compression.pruning", "has(self.sparsity) != has(self.threshold)", None, "exactly one of pruning.sparsity"),
     ("spec.trainer.compression.distillation", "has(self.teacher) != has(self.teacherPath)", None, "exactly one of distillation.teacher"),
     ("spec.trainer.dataset", "self.name != 'file' || has(self.path)", ".path", "dataset.path is required"),
@@ -327,6 +328,21 @@ BAD_SPECS = [  # spec, field the parser names, what the schema does: "same" path
     ({"worker": {"tolerations": {"key": "gpu"}}}, "spec.worker.tolerations", "same"),
     ({"worker": {"template": {"command": "python train.py"}}}, "spec.worker.template.command", "same"),
     ({"worker": {"template": {"env": ["A=1"]}}}, "spec.worker.template.env", "same"),
+    ({"worker": {"nprocPerNode": 0}}, "spec.worker.nprocPerNode", "same"),
+    ({"worker": {"nprocPerNode": 65}}, "spec.worker.nprocPerNode", "same"),
+    ({"worker": {"template": {"metadata": {"labels": {"torchyard.dev/role": "x"}}}}},
+     "spec.worker.template.metadata.labels", "cel"),
+    ({"worker": {"template": {"metadata": {"labels": {"kueue.x-k8s.io/queue-name": "q"}}}}},
+     "spec.worker.template.metadata.labels", "cel"),
+    ({"worker": {"template": {"metadata": {"labels": {"app.kubernetes.io/managed-by": "me"}}}}},
+     "spec.worker.template.metadata.labels", "cel"),
+    ({"worker": {"template": {"metadata": {"annotations": {"torchyard.dev/x": "1"}}}}},
+     "spec.worker.template.metadata.annotations", "cel"),
+    ({"worker": {"template": {"metadata": {"labels": {"team": 7}}}}}, "spec.worker.template.metadata.labels.team", "same"),
+    ({"worker": {"template": {"imagePullSecrets": [{}]}}}, "spec.worker.template.imagePullSecrets[0].name", "same"),
+    ({"worker": {"template": {"securityContext": {"runAsUser": -1}}}}, "spec.worker.template.securityContext.runAsUser", "same"),
+    ({"worker": {"template": {"securityContext": {"privileged": True}}}},
+     "spec.worker.template.securityContext.privileged", "same"),
     ({"worker": {}, "storage": "pvc"}, "spec.storage", "same"),
     ({"worker": {}, "trainer": {"model": {"name": "resnet"}}}, "spec.trainer.model.name", "operator"),
     ({"worker": {}, "trainer": {"dataset": {"name": "imagenet"}}}, "spec.trainer.dataset.name", "operator"),
@@ -374,8 +390,15 @@ def test_roles_running_their_own_command_skip_the_bundled_trainer_checks():
     assert tj.parse_training_job(job(spec)).spec.worker.custom
 
 
+def test_a_role_with_its_own_image_and_no_command_runs_that_image_not_the_bundled_trainer():
+    spec = {"worker": {"template": {"image": "team/train:1"}}, "trainer": {"model": {"name": "resnet"}}}
+    parsed = tj.parse_training_job(job(spec)).spec
+    assert parsed.worker.custom and parsed.trainer_settings is None
+    assert validate(SCHEMA["properties"]["spec"], spec, "spec") == []
+
+
 SCHEMA_RULES_THE_PARSER_REPEATS = [  # CEL rules of the schema, repeated for files that never meet an API server
-    {"worker": {"template": {"image": "team/train:1"}}},
+    {"worker": {"template": {"metadata": {"labels": {"torchyard.dev/job-name": "other"}}}}},
     {"worker": {}, "trainer": {"compression": {"pruning": {"sparsity": 1.0}}}},
     {"worker": {}, "trainer": {"compression": {"pruning": {"sparsity": 0.5, "threshold": 0.01}}}},
     {"worker": {}, "trainer": {"compression": {"pruning": {"method": "structured-channel"}}}},

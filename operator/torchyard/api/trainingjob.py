@@ -33,6 +33,11 @@ CLEAN_POD_POLICIES = ("Running", "All", "None")
 # Every pod's env lists the address of every pod, so a role's size is bounded (the CRD says the same).
 MAX_REPLICAS = 1000
 MAX_GPUS = 64
+MAX_PROCESSES = 64
+# Pod label and annotation keys a role may not set: the operator's identity labels and the queue's.
+RESERVED_KEY_PREFIXES = ("torchyard.dev/", "kueue.x-k8s.io/")
+RESERVED_LABELS = ("app.kubernetes.io/managed-by",)
+SECURITY_CONTEXT_FIELDS = {"runAsUser": int, "runAsGroup": int, "runAsNonRoot": bool, "readOnlyRootFilesystem": bool}
 
 
 
@@ -54,15 +59,21 @@ class RoleSpec:
     volume_mounts: tuple[Mapping[str, Any], ...] = ()
     service_account_name: str | None = None
     priority_class_name: str | None = None
+    nproc_per_node: int | None = None  # None: one process per GPU, one without GPUs
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    image_pull_secrets: tuple[str, ...] = ()
+    # Fields of template.securityContext; honoured only where the operator's settings allow it.
+    security_context: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def processes(self) -> int:
-        return processes_per_pod(self.gpus)
+        return processes_per_pod(self.gpus, self.nproc_per_node)
 
     @property
     def custom(self) -> bool:
-        """True when the user brings their own command instead of the bundled trainer."""
-        return bool(self.command)
+        """True when the user brings their own command or image instead of the bundled trainer."""
+        return bool(self.command) or bool(self.image)
 
 
 @dataclass(frozen=True)
@@ -166,11 +177,7 @@ def parse_training_job(obj: Mapping[str, Any]) -> TrainingJob:
 
 def _parse_role(f: Fields, min_replicas: int) -> RoleSpec:
     template = f.child("template")
-    command = tuple(template.string_list("command"))
-    image = template.string("image")
-    if image and not command:
-        raise SpecError(f"{template.path}.command", "is required when template.image is set (the bundled "
-                        "trainer's command only exists in the bundled image; use spec.image to swap that image)")
+    metadata = template.child("metadata")
     return RoleSpec(
         replicas=f.integer("replicas", default=1, minimum=min_replicas, maximum=MAX_REPLICAS),
         gpus=f.integer("gpus", default=0, minimum=0, maximum=MAX_GPUS),
@@ -178,15 +185,53 @@ def _parse_role(f: Fields, min_replicas: int) -> RoleSpec:
         node_selector=f.mapping("nodeSelector", default=None),
         tolerations=f.list_of_mappings("tolerations", default=None),
         affinity=f.mapping("affinity", default=None),
-        image=image,
-        command=command,
+        nproc_per_node=f.integer("nprocPerNode", default=None, minimum=1, maximum=MAX_PROCESSES),
+        image=template.string("image"),
+        command=tuple(template.string_list("command")),
         args=tuple(template.string_list("args")),
         env=template.list_of_mappings("env", default=()),
         volumes=template.list_of_mappings("volumes", default=()),
         volume_mounts=template.list_of_mappings("volumeMounts", default=()),
         service_account_name=template.string("serviceAccountName"),
         priority_class_name=template.string("priorityClassName"),
+        pod_labels=_pod_metadata(metadata, "labels", RESERVED_LABELS),
+        pod_annotations=_pod_metadata(metadata, "annotations", ()),
+        image_pull_secrets=_pull_secrets(template),
+        security_context=_security_context(template.child("securityContext")),
     )
+
+
+def _pod_metadata(f: Fields, key: str, reserved: tuple[str, ...]) -> dict[str, str]:
+    """Labels or annotations for the role's pods, with the operator's and the queue's keys refused."""
+    values = f.mapping(key)
+    for name, value in values.items():
+        if name.startswith(RESERVED_KEY_PREFIXES) or name in reserved:
+            raise SpecError(f"{f.path}.{key}", f"must not set {name!r}: keys under {' and '.join(RESERVED_KEY_PREFIXES)}"
+                            f"{', and ' + ', '.join(reserved) if reserved else ''} are set by the operator and the queue")
+        if not isinstance(value, str):
+            raise SpecError(f"{f.path}.{key}.{name}", f"must be a string, got {value!r}")
+    return values
+
+
+def _pull_secrets(template: Fields) -> tuple[str, ...]:
+    secrets = template.list_of_mappings("imagePullSecrets", default=())
+    for index, secret in enumerate(secrets):
+        if not isinstance(secret.get("name"), str) or not secret["name"]:
+            raise SpecError(f"{template.path}.imagePullSecrets[{index}].name", "is required: the name of a Secret")
+    return tuple(s["name"] for s in secrets)
+
+
+def _security_context(f: Fields) -> dict[str, Any]:
+    """The fields of template.securityContext that were set, type-checked."""
+    out: dict[str, Any] = {}
+    for key, kind in SECURITY_CONTEXT_FIELDS.items():
+        value = f.integer(key, default=None, minimum=0) if kind is int else f.boolean(key, default=None)
+        if value is not None:
+            out[key] = value
+    unknown = sorted(set(f.data) - set(SECURITY_CONTEXT_FIELDS))
+    if unknown:
+        raise SpecError(f"{f.path}.{unknown[0]}", f"is not supported; allowed: {', '.join(SECURITY_CONTEXT_FIELDS)}")
+    return out
 
 
 def _parse_run_policy(f: Fields, strategy: str) -> RunPolicy:

@@ -84,21 +84,22 @@ def build_pod(
         "volumes": _volumes(job, spec),
     }
     _place(pod_spec, spec, settings)
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in spec.image_pull_secrets]
     if spec.service_account_name:
         pod_spec["serviceAccountName"] = spec.service_account_name
     if spec.priority_class_name:
         pod_spec["priorityClassName"] = spec.priority_class_name
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": job.namespace,
-            "labels": pod_labels(job.name, role.name, index, attempt),
-            "ownerReferences": [job.owner_reference()],
-        },
-        "spec": pod_spec,
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": job.namespace,
+        # The role's own labels first: the operator's identity labels always win.
+        "labels": {**spec.pod_labels, **pod_labels(job.name, role.name, index, attempt)},
+        "ownerReferences": [job.owner_reference()],
     }
+    if spec.pod_annotations:
+        metadata["annotations"] = dict(spec.pod_annotations)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 
 def _container(job: TrainingJob, spec: RoleSpec, env: contract.PodEnv, settings: Settings) -> dict:
@@ -106,14 +107,14 @@ def _container(job: TrainingJob, spec: RoleSpec, env: contract.PodEnv, settings:
         "name": CONTAINER,
         "image": spec.image or job.spec.image or settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": list(spec.command or BUNDLED_COMMAND),
+        **_command(spec),
         "env": [{"name": k, "value": v} for k, v in env.to_environ().items()] + [dict(e) for e in spec.env],
         "ports": [
             {"name": "dist", "containerPort": contract.DEFAULT_MASTER_PORT},
             {"name": "metrics", "containerPort": contract.DEFAULT_METRICS_PORT},
         ],
         "resources": _resources(spec),
-        "securityContext": container_security_context(),
+        "securityContext": container_security_context(spec.security_context),
         "terminationMessagePath": contract.DEFAULT_RESULT_PATH,
         # If the process dies before writing its result, the log tail becomes the message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -127,6 +128,13 @@ def _container(job: TrainingJob, spec: RoleSpec, env: contract.PodEnv, settings:
     if spec.args:
         container["args"] = list(spec.args)
     return container
+
+
+def _command(spec: RoleSpec) -> dict:
+    """The role's command; none for its own image without one, so the image's ENTRYPOINT runs."""
+    if spec.command:
+        return {"command": list(spec.command)}
+    return {} if spec.image else {"command": list(BUNDLED_COMMAND)}
 
 
 def _resources(spec: RoleSpec) -> dict:
