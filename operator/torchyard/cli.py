@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     render = commands.add_parser("render", help="print the pods and Service a TrainingJob file becomes")
     render.add_argument("file")
 
+    convert = commands.add_parser("convert", help="print the TrainingJobs of Kubeflow PyTorchJob manifests "
+                                  "(kubeflow.org/v1); notes on what changed go to stderr")
+    convert.add_argument("file", help="a YAML file of one or more documents, or - for stdin")
+
     run = commands.add_parser("run", help="run a TrainingJob file as local processes, no cluster needed")
     run.add_argument("file")
     run.add_argument("--output", help="directory for checkpoints, the model and results (default torchyard-runs/<job>)")
@@ -61,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         return render_file(args.file)
     if args.command == "run":
         return run_file(args.file, args.output, args.timeout)
+    if args.command == "convert":
+        return convert_file(args.file)
     if args.command == "rollback":
         return run_rollback(args)
     return 2
@@ -164,6 +170,28 @@ def render_file(path: str) -> int:
     docs = [build_service(job)] + build_pods(job, attempt=0, settings=settings)
     yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
     return 0
+
+
+def convert_file(path: str) -> int:
+    """Print each PyTorchJob of the file as a TrainingJob; 1 if any could not be converted."""
+    from torchyard.convert import convert_documents, render
+
+    text = sys.stdin.read() if path == "-" else open(path).read()
+    failed, printed = False, 0
+    for index, name, outcome in convert_documents(text):
+        where = f"{path}: document {index} ({name})"
+        if outcome is None:
+            print(f"warning: {where} is not a PyTorchJob; left out", file=sys.stderr)
+            continue
+        if isinstance(outcome, Exception):
+            print(f"error: {where}: {outcome}", file=sys.stderr)
+            failed = True
+            continue
+        for note in outcome.notes:
+            print(f"warning: {where}: {note}", file=sys.stderr)
+        sys.stdout.write(("---\n" if printed else "") + render(outcome))
+        printed += 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
