@@ -20,6 +20,7 @@ class OperatorOptions:
     priority: int
     workers: int
     settings: Settings
+    kueue: bool = False  # queue labelled jobs through Kueue Workloads (docs/kueue.md)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                          "replicas never tie; kopf pauses every replica of a tied priority)")
     op.add_argument("--workers", type=int, default=8, help="reconciles that may run at once")
     op.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    op.add_argument("--kueue", action="store_true",
+                    help="admit jobs labelled kueue.x-k8s.io/queue-name through Kueue (needs Kueue's CRDs)")
 
     render = commands.add_parser("render", help="print the pods and Service a TrainingJob file becomes")
     render.add_argument("file")
@@ -80,6 +83,8 @@ def run_operator(args: argparse.Namespace) -> int:
     import torchyard.handlers.nodes  # noqa: F401
     import torchyard.handlers.trainingjob  # noqa: F401
 
+    if args.kueue:
+        import torchyard.handlers.kueue  # noqa: F401
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.log_level != "DEBUG":
         # kopf logs every handler's success at INFO; at scale that drowns what matters.
@@ -92,6 +97,7 @@ def run_operator(args: argparse.Namespace) -> int:
         priority=peering_priority(args),
         workers=args.workers,
         settings=Settings.from_environ(),
+        kueue=args.kueue,
     )
     kopf.run(
         clusterwide=not args.namespaces,

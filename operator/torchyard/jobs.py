@@ -25,6 +25,8 @@ from torchyard.nodes import NodeHealth
 from torchyard.progress import token_matches
 from torchyard.reconcile.conditions import timestamp
 from torchyard.reconcile.decide import TERMINAL, Observed, Plan, decide, invalid_spec
+from torchyard.queueing import Queueing
+from torchyard.reconcile import kueue
 from torchyard.reconcile.due import next_due
 from torchyard.reconcile.observe import parse_time, view_pod
 from torchyard.reconciler import Reconciler, clear_trouble
@@ -52,6 +54,8 @@ class JobReconciler(Reconciler):
         # Called with a job's key and a delay when its next time-based rule falls due (the work
         # queue's add_after); None: a periodic resync finds it instead.
         self.on_due: Callable[[tuple[str, str], float], None] | None = None
+        # With --kueue: queued jobs run only while Kueue admits them (torchyard.queueing).
+        self.queueing: Queueing | None = None
 
     def _read(self, namespace: str, name: str) -> dict | None:
         return self.kube.get_job(namespace, name)
@@ -76,7 +80,10 @@ class JobReconciler(Reconciler):
         except SpecError as exc:
             return self._reject(obj, previous, exc, now)
         observed = self._observe(job, now)
+        job, hold = self.queueing.admit(job, previous, len(observed.pods), now) if self.queueing else (job, None)
         plan = decide(job, previous, observed)
+        if hold is not None:
+            kueue.explain_hold(plan.status, hold, now)
         try:  # a distillation teacher named as a ModelVersion becomes its artifact path
             trainer_config = self.registry.trainer_config(job) if plan.create_pods else None
         except SpecError as exc:

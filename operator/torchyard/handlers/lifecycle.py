@@ -15,6 +15,7 @@ from torchyard.kube.cache import CachedKube, WatchCache
 from torchyard.kube.client import Kube, load_config
 from torchyard.nodes import NodeHealth
 from torchyard.peering import acting
+from torchyard.queueing import start_queueing
 from torchyard.serving import ServingReconciler
 from torchyard.workqueue import WorkQueue
 
@@ -43,6 +44,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
         await asyncio.to_thread(cached.relist, namespace)
     memo.nodes = NodeHealth()
     memo.jobs = JobReconciler(cached, options.settings, memo.nodes)
+    if options.kueue:  # seeded before the first pass: a running queued job must find its Workload
+        memo.queueing = await asyncio.to_thread(start_queueing, kube, options.settings, options.namespaces)
+        memo.jobs.queueing = memo.queueing
     memo.queue = WorkQueue(lambda key: memo.jobs.take(key, memo.queue.add_after), options.workers)
     memo.jobs.on_due = memo.queue.add_after
     memo.queue.start()

@@ -26,8 +26,9 @@ CHART = REPO_ROOT / "charts" / "torchyard"
 RBAC_TEMPLATES = ["templates/serviceaccount.yaml", "templates/rbac.yaml"]
 
 
-def install_rbac(cluster: Cluster) -> None:
-    """Apply the chart's ServiceAccount, ClusterRole and ClusterRoleBinding (nothing else)."""
+def install_rbac(cluster: Cluster, *values: str) -> None:
+    """Apply the chart's ServiceAccount, ClusterRole and ClusterRoleBinding (nothing else), rendered
+    with the chart's defaults and the `key=value` settings in `values` (helm's --set)."""
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}}))
     version = json.loads(cluster.kubectl("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
@@ -35,6 +36,8 @@ def install_rbac(cluster: Cluster) -> None:
             "--kube-version", version]
     for template in RBAC_TEMPLATES:
         args += ["--show-only", template]
+    for value in values:
+        args += ["--set", value]
     rendered = subprocess.run(args, capture_output=True, text=True, timeout=60)
     if rendered.returncode != 0:
         raise AssertionError(f"helm template failed: {rendered.stderr.strip()}")
