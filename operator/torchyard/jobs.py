@@ -16,7 +16,7 @@ from typing import Callable
 
 from torchyard import metrics
 from torchyard.api.errors import SpecError
-from torchyard.api.trainingjob import TrainingJob, parse_training_job
+from torchyard.api.trainingjob import TrainingJob, managed_elsewhere, parse_training_job
 from torchyard.builders.pods import build_pod, build_service
 from torchyard.builders.security import check_overrides
 from torchyard.builders.strategies import strategy_for
@@ -71,6 +71,8 @@ class JobReconciler(Reconciler):
         obj = self.kube.get_job(namespace, name)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             self.forget(namespace, name)
+            return
+        if managed_elsewhere(obj):  # spec.runPolicy.managedBy: another controller runs it
             return
         previous = obj.get("status") or {}
         now = datetime.now(timezone.utc)

@@ -25,6 +25,9 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "TrainingJob"
 PLURAL = "trainingjobs"
+# spec.runPolicy.managedBy naming this operator (as unset does); any other value leaves the job to
+# that controller (e.g. kueue.x-k8s.io/multikueue), as Kubernetes Jobs' spec.managedBy does.
+CONTROLLER_NAME = "torchyard.dev/operator"
 
 STRATEGIES = (contract.STRATEGY_ALLREDUCE, contract.STRATEGY_PARAMETER_SERVER)
 RESTART_POLICIES = ("OnFailure", "ExitCode", "Never")
@@ -87,6 +90,7 @@ class RunPolicy:
     restart_scope: str = "Gang"
     startup_deadline_seconds: int | None = None
     progress_deadline_seconds: int | None = None
+    managed_by: str | None = None  # None: this operator (CONTROLLER_NAME)
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,14 @@ class TrainingJob:
 
     def owner_reference(self) -> dict:
         return owner_reference(API_VERSION, KIND, self.name, self.uid)
+
+
+def managed_elsewhere(obj: Mapping[str, Any]) -> str | None:
+    """The controller named by spec.runPolicy.managedBy when it is not this operator (which then
+    leaves the job alone, even a malformed one); None when the job is this operator's."""
+    run_policy = ((obj.get("spec") or {}).get("runPolicy") or {}) if isinstance(obj.get("spec"), Mapping) else {}
+    manager = run_policy.get("managedBy") if isinstance(run_policy, Mapping) else None
+    return manager if isinstance(manager, str) and manager not in ("", CONTROLLER_NAME) else None
 
 
 def parse_training_job(obj: Mapping[str, Any]) -> TrainingJob:
@@ -244,6 +256,7 @@ def _parse_run_policy(f: Fields, strategy: str) -> RunPolicy:
         restart_policy=f.enum("restartPolicy", RESTART_POLICIES, default="OnFailure"),
         restart_scope=f.enum("restartScope", RESTART_SCOPES, default="Gang"),
         startup_deadline_seconds=f.integer("startupDeadlineSeconds", default=None, minimum=1),
+        managed_by=f.string("managedBy"),
         progress_deadline_seconds=f.integer("progressDeadlineSeconds", default=None, minimum=PROGRESS_DEADLINE_MIN,
                                             maximum=PROGRESS_DEADLINE_MAX),
     )
