@@ -1,8 +1,9 @@
 """``python -m torchyard_trainer``: the command of every bundled-trainer container.
 
-Reads the pod's environment (docs/contract.md). A pod with ``LOCAL_WORLD_SIZE`` > 1 (one process
-per GPU) starts that many copies of itself, the k-th with rank ``RANK + k`` and GPU k, and exits
-with the first failing child's code; otherwise this process trains (or serves a shard) itself.
+Reads the pod's environment (docs/contract.md). A pod with ``LOCAL_WORLD_SIZE`` > 1 (its role's
+nprocPerNode, by default one process per GPU) starts that many copies of itself, the k-th with rank
+``RANK + k`` and GPU k (on a CPU pod, all on the CPU), and exits with the first failing child's
+code; otherwise this process trains (or serves a shard) itself.
 """
 
 from __future__ import annotations
