@@ -155,9 +155,8 @@ def _run_policy(policy: Mapping, restart_policy: str, worker: dict, out: Convert
     if restart_policy != "Never":
         out.note(f"{path}.restartPolicy", "a retry restarts every pod of the job from its newest checkpoint "
                  "(restartScope Gang), where PyTorchJob restarted only the failed pod; set restartScope: Pod for that")
-    managed_by = policy.get("managedBy")
-    if managed_by not in (None, MANAGED_BY_DEFAULT):
-        raise SpecError(f"{path}.managedBy", f"has no equivalent yet (got {managed_by!r})")
+    if policy.get("managedBy") not in (None, MANAGED_BY_DEFAULT):  # MultiKueue's dispatcher, for example
+        run["managedBy"] = policy["managedBy"]
     _scheduling(mapping(policy.get("schedulingPolicy"), f"{path}.schedulingPolicy"), worker, out)
     return run
 

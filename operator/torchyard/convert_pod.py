@@ -169,7 +169,7 @@ def _volumes(volumes: list, path: str, template: dict, out: Converted) -> None:
     for index, volume in enumerate(volumes):
         name = mapping(volume, f"{path}.volumes[{index}]").get("name")
         at = [m.get("mountPath") for m in mounts if m.get("name") == name]
-        if "emptyDir" in volume and at and set(at) == {"/dev/shm"}:
+        if "emptyDir" in volume and set(at) <= {"/dev/shm"} and (at or name == "dshm"):
             out.note(f"{path}.volumes[{index}]", "dropped: the operator mounts a memory-backed /dev/shm in every pod")
             mounts = [m for m in mounts if m.get("name") != name]
             continue

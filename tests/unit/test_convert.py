@@ -105,6 +105,12 @@ def test_volumes_pass_and_the_dev_shm_empty_dir_is_the_operators_own():
     assert notes_about("workers-cpu-nproc.yaml", "spec.pytorchReplicaSpecs.Worker.template.spec.volumes[2]")
 
 
+def test_an_unmounted_dshm_empty_dir_is_dropped_too():
+    obj = load("two-jobs.yaml")
+    obj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["volumes"] = [{"name": "dshm", "emptyDir": {}}]
+    assert "volumes" not in convert(obj).job["spec"]["worker"]["template"]
+
+
 def test_nproc_per_node_on_cpu_and_a_note_on_world_size():
     assert spec_of("workers-cpu-nproc.yaml")["worker"]["nprocPerNode"] == 2
     assert "WORLD_SIZE" in notes_about("workers-cpu-nproc.yaml", "spec.nprocPerNode")[0]
@@ -153,9 +159,18 @@ def test_restart_policy_always_becomes_on_failure_with_a_note():
     assert any(n.startswith("spec.pytorchReplicaSpecs.Master.restartPolicy:") for n in out.notes)
 
 
+@pytest.mark.parametrize("value, expected", [("kueue.x-k8s.io/multikueue", "kueue.x-k8s.io/multikueue"),
+                                             ("kubeflow.org/training-operator", None)])
+def test_managed_by_passes_except_the_training_operators_own(value, expected):
+    obj = load("two-jobs.yaml")
+    obj["spec"]["runPolicy"] = {"managedBy": value}
+    assert convert(obj).job["spec"]["runPolicy"].get("managedBy") == expected
+
+
 def test_suspend_queue_and_priority_class():
     out = converted("queued-suspended.yaml")
     assert out.job["spec"]["runPolicy"]["suspend"] is True
+    assert out.job["spec"]["runPolicy"]["managedBy"] == "kueue.x-k8s.io/multikueue"
     assert out.job["metadata"]["labels"] == {"kueue.x-k8s.io/queue-name": "team-a"}
     assert out.job["spec"]["worker"]["template"]["priorityClassName"] == "high-priority"
     assert notes_about("queued-suspended.yaml", "spec.runPolicy.schedulingPolicy.minAvailable")
@@ -219,7 +234,6 @@ ERRORS = [  # what is changed, the field the error names, words of its message
     (_elastic, "spec.elasticPolicy.minReplicas", "fixed number of pods (4)"),
     (_metrics, "spec.elasticPolicy.metrics", "autoscale"),
     (lambda s, p: s.update(nprocPerNode="cpu"), "spec.nprocPerNode", "no equivalent"),
-    (lambda s, p: s["runPolicy"].update(managedBy="kueue.x-k8s.io/multikueue"), "spec.runPolicy.managedBy", "no equivalent"),
     (lambda s, p: s["runPolicy"].update(schedulingPolicy={"queue": "a", "minResources": {}, "gang": 1}),
      "spec.runPolicy.schedulingPolicy.gang", "no equivalent"),
     (lambda s, p: s.update(runPolicy=[]), "spec.runPolicy", "must be an object"),
