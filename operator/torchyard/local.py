@@ -150,6 +150,11 @@ def local_problem(job: TrainingJob) -> str:
     if teacher_of(job)[0]:
         return ("spec.trainer.compression.distillation.teacher.modelVersion names a ModelVersion, which only "
                 "exists in a cluster; locally, give the teacher's artifact directory as teacherPath")
+    for name, field in ((contract.ROLE_WORKER, "spec.worker"), (contract.ROLE_PARAMETER_SERVER, "spec.parameterServer")):
+        role = job.spec.role(name)
+        if role is not None and role.image and not role.command:
+            return (f"{field}.template.command is needed to run locally: the role runs its image's own "
+                    "entrypoint, and torchyard run starts processes, not images")
     return ""
 
 

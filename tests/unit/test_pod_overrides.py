@@ -69,6 +69,13 @@ def test_own_image_without_command_runs_its_entrypoint_and_still_gets_the_contra
     assert (env["RANK"], env["WORLD_SIZE"], env["MASTER_ADDR"]) == ("1", "2", "digits-worker-0.digits.ml.svc")
 
 
+def test_torchyard_run_refuses_an_image_entrypoint_it_cannot_start_naming_the_field():
+    from torchyard.local import local_problem
+
+    assert "spec.worker.template.command" in local_problem(job(with_worker(template={"image": "team/train:1"})))
+    assert local_problem(job(with_worker(template={"image": "team/train:1", "command": ["python", "t.py"]}))) == ""
+
+
 def test_the_bundled_trainer_keeps_its_command():
     container = pods(ALLREDUCE_CPU)["digits-worker-0"]["spec"]["containers"][0]
     assert container["command"] == ["python", "-m", "torchyard_trainer"]
