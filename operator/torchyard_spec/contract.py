@@ -67,6 +67,24 @@ DEFAULT_RESULT_PATH = "/dev/termination-log"
 # A termination message is cut by the kubelet at 4096 bytes; the trainer stays below it.
 RESULT_MAX_BYTES = 4096
 
+# S3-compatible storage (spec.storage.uri): the variables every S3 tool reads. They are also the keys
+# of the Secret that spec.storage.secretName names, which the operator passes into training and
+# model-server pods key by key (secretKeyRef), never by value. Required keys first; the region is
+# optional (default us-east-1).
+S3_ENDPOINT = "AWS_ENDPOINT_URL"
+S3_ACCESS_KEY = "AWS_ACCESS_KEY_ID"
+S3_SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
+S3_REGION = "AWS_REGION"
+S3_REQUIRED_KEYS = (S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY)
+S3_DEFAULT_REGION = "us-east-1"
+S3_SCHEME = "s3://"
+# spec.storage.uri: a bucket name as S3 allows it, then an optional prefix (the CRD has the same pattern).
+S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+# Under spec.storage.uri each run writes s3://<bucket>/<prefix>/<CHECKPOINTS>/<run>/ and
+# s3://<bucket>/<prefix>/<MODELS>/<model>/<run>/, the same layout as on a claim.
+S3_CHECKPOINTS = "checkpoints"
+S3_MODELS = "models"
+
 # Where a pod's progress reports go: POST {PROGRESS_URL} with a JSON body of PROGRESS_FIELDS.
 PROGRESS_FIELDS = ("step", "totalSteps", "epoch", "loss", "samplesPerSecond", "percent", "etaSeconds")
 

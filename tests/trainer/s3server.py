@@ -1,4 +1,5 @@
-"""A real S3-compatible server for tests: versitygw (Apache-2.0) over a local directory, on 127.0.0.1.
+"""A real S3-compatible server for tests: versitygw (Apache-2.0) over a local directory, on 127.0.0.1
+(or, for the end-to-end tier, on the real node's address, where pods reach it).
 
 The binary is built once from its Go module by hack/build-control-plane.sh, at the version
 hack/versions.env pins, into the cache directory ($TORCHYARD_CACHE/bin) with the control plane's
@@ -40,23 +41,23 @@ def binary() -> Path:
     return target
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
 class S3Server:
     """versitygw serving ``root`` through the posix backend, with one bucket created."""
 
-    def __init__(self, root: Path):
-        self.port = _free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+    def __init__(self, root: Path, host: str = "127.0.0.1"):
+        self.port = _free_port(host)
+        self.endpoint = f"http://{host}:{self.port}"
         data = root / "data"
         data.mkdir(parents=True)
         self.log = root / "versitygw.log"
         self.proc = subprocess.Popen(
-            [str(binary()), "--access", ACCESS, "--secret", SECRET, "--port", f"127.0.0.1:{self.port}",
+            [str(binary()), "--access", ACCESS, "--secret", SECRET, "--port", f"{host}:{self.port}",
              "posix", str(data)], stdout=self.log.open("w"), stderr=subprocess.STDOUT)
         self.store = ObjectStore(self.endpoint, ACCESS, SECRET)
         self._wait()

@@ -75,8 +75,10 @@ class GangRun:
 
 def run_gang(root: Path, config: dict, *, workers: int = 2, parameter_servers: int = 0, attempt: int = 0,
              timeout: float = 240, extra_env: dict[str, str] | None = None, stop_on_failure: bool = True,
-             command: tuple[str, ...] = local.TRAINER_COMMAND, **gang_kwargs) -> GangRun:
-    """Run one attempt of a local job whose directories live under ``root`` (reused across attempts).
+             command: tuple[str, ...] = local.TRAINER_COMMAND, checkpoint_dir: str | None = None,
+             model_dir: str | None = None, **gang_kwargs) -> GangRun:
+    """Run one attempt of a local job whose directories live under ``root`` (reused across attempts),
+    or whose checkpoints and model go to ``checkpoint_dir`` and ``model_dir`` (an s3:// location).
 
     The rendezvous port is picked free but only bound seconds later, once torch has imported; if
     another program on the machine took it meanwhile, the attempt is repeated on a new port.
@@ -84,7 +86,7 @@ def run_gang(root: Path, config: dict, *, workers: int = 2, parameter_servers: i
     for _ in range(_PORT_RETRIES):
         names, environs = local.gang_environs(
             config=config, workers=workers, parameter_servers=parameter_servers,
-            checkpoint_dir=str(root / "checkpoints"), model_dir=str(root / "model"),
+            checkpoint_dir=checkpoint_dir or str(root / "checkpoints"), model_dir=model_dir or str(root / "model"),
             result_dir=str(root / "results"), attempt=attempt, **gang_kwargs,
         )
         environs = [{**e, **process_environment(extra_env)} for e in environs]

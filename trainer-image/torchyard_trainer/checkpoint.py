@@ -5,11 +5,15 @@ renames it into place, so a file with the final name is always complete; a crash
 only a temporary file, which the next start ignores and removes. On start the lead loads the newest
 checkpoint that reads back and belongs to the same run settings (the fingerprint), and broadcasts it
 to every process, so a directory that only the lead's pod can see is enough.
+
+The directory may be an ``s3://`` location (see :mod:`torchyard_trainer.checkpoint_s3`): there a
+checkpoint counts once its manifest, put after the data, names the data's digest.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -17,11 +21,12 @@ import re
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
 
+from torchyard_trainer import checkpoint_s3, objstore
 from torchyard_trainer.artifact import fsync_directory
 from torchyard_trainer.config import TrainerConfig
 
@@ -59,6 +64,10 @@ def _path(directory: Path, step: int) -> Path:
 
 def save(directory: str, state: dict) -> Path:
     """Write ``state`` as the checkpoint of ``state['step']``; keep the newest few, remove older."""
+    if objstore.is_uri(directory):
+        name = checkpoint_s3.save(directory, _path(Path(), int(state["step"])).name, _serialize(state), KEEP, _NAME)
+        log.info("checkpoint %s/%s (epoch %d, batch %d)", directory.rstrip("/"), name, state["epoch"], state["batch"])
+        return Path(name)
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     target = _path(folder, int(state["step"]))
@@ -122,28 +131,49 @@ def _prune(folder: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def _read(path: Path) -> dict | None:
+def _serialize(state: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    return buffer.getvalue()
+
+
+def _read(name: str, source: str | Path | io.BytesIO) -> dict | None:
     try:
         # Checkpoints hold python and numpy random state, which weights_only loading refuses; the
         # directory is the job's own, written only by this trainer.
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(source, map_location="cpu", weights_only=False)
     except Exception as exc:
-        log.warning("checkpoint %s unreadable, skipped: %s", path.name, exc)
+        log.warning("checkpoint %s unreadable, skipped: %s", name, exc)
         return None
     if not isinstance(state, dict) or any(key not in state for key in _REQUIRED) or state["format"] != FORMAT:
-        log.warning("checkpoint %s is not a checkpoint of this trainer, skipped", path.name)
+        log.warning("checkpoint %s is not a checkpoint of this trainer, skipped", name)
         return None
     return state
 
 
+def _candidates(directory: str) -> Iterator[tuple[str, Callable[[], dict | None]]]:
+    """Each complete checkpoint's name and a reader of it, newest first."""
+    if objstore.is_uri(directory):
+        for name, read in checkpoint_s3.complete(directory, _NAME):
+            yield name, lambda read=read, name=name: _read_object(name, read)
+        return
+    for path in _checkpoints(Path(directory)):
+        yield path.name, lambda path=path: _read(path.name, path)
+
+
+def _read_object(name: str, read: Callable[[], bytes | None]) -> dict | None:
+    data = read()
+    return None if data is None else _read(name, io.BytesIO(data))
+
+
 def latest(directory: str, expected_fingerprint: str) -> dict | None:
     """The newest complete checkpoint of this run in ``directory``, or None."""
-    for path in _checkpoints(Path(directory)):
-        state = _read(path)
+    for name, read in _candidates(directory):
+        state = read()
         if state is None:
             continue
         if state["fingerprint"] != expected_fingerprint:
-            log.warning("checkpoint %s belongs to different run settings, skipped", path.name)
+            log.warning("checkpoint %s belongs to different run settings, skipped", name)
             continue
         return state
     return None

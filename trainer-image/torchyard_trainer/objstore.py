@@ -4,11 +4,14 @@ Requests are signed with AWS Signature Version 4 and sent with the standard libr
 gains no dependency; buckets are addressed by path (``<endpoint>/<bucket>/<key>``), which every
 S3-compatible server accepts. The connection comes from the variables every S3 tool reads:
 ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` and ``AWS_REGION``
-(default ``us-east-1``). A location is written ``s3://<bucket>/<prefix>``.
+(default ``us-east-1``); their names are defined once, in :mod:`torchyard_spec.contract`, which
+also makes them the keys of the Secret a TrainingJob's or ModelDeployment's ``spec.storage.secretName``
+names. A location is written ``s3://<bucket>/<prefix>``.
 
-An artifact is uploaded file by file with ``metadata.json`` last, and a reader waits for
-``metadata.json``: it never starts on half an artifact, and the digest in ``metadata.json``
-refuses a mix of two uploads to the same prefix.
+S3 has no rename, so a group of objects is published with a marker: an artifact is uploaded file
+by file with ``metadata.json`` last (an existing ``metadata.json`` is removed first, so a prefix
+being rewritten shows no artifact), and a reader waits for ``metadata.json``. A reader therefore
+never starts on half an artifact, and the digest in ``metadata.json`` refuses any mix of uploads.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import quote, urlsplit
 
-SCHEME = "s3://"
+from torchyard_spec import contract
+
+SCHEME = contract.S3_SCHEME
 ENDPOINT_ENV, ACCESS_KEY_ENV, SECRET_KEY_ENV, REGION_ENV = (
-    "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+    contract.S3_ENDPOINT, contract.S3_ACCESS_KEY, contract.S3_SECRET_KEY, contract.S3_REGION)
 _UNRESERVED = "-_.~"
 _LIST_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
@@ -92,7 +97,7 @@ def signature_headers(method: str, host: str, path: str, query: Mapping[str, str
 class ObjectStore:
     """A client of one S3-compatible endpoint."""
 
-    def __init__(self, endpoint: str, access_key: str, secret_key: str, region: str = "us-east-1",
+    def __init__(self, endpoint: str, access_key: str, secret_key: str, region: str = contract.S3_DEFAULT_REGION,
                  timeout: float = 30.0):
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -103,16 +108,24 @@ class ObjectStore:
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] = os.environ) -> "ObjectStore":
-        missing = [name for name in (ENDPOINT_ENV, ACCESS_KEY_ENV, SECRET_KEY_ENV) if not env.get(name)]
+        missing = [name for name in contract.S3_REQUIRED_KEYS if not env.get(name)]
         if missing:
             raise ObjectStoreError(f"an s3:// location needs {', '.join(missing)} in the environment")
-        return cls(env[ENDPOINT_ENV], env[ACCESS_KEY_ENV], env[SECRET_KEY_ENV], env.get(REGION_ENV) or "us-east-1")
+        return cls(env[ENDPOINT_ENV], env[ACCESS_KEY_ENV], env[SECRET_KEY_ENV],
+                   env.get(REGION_ENV) or contract.S3_DEFAULT_REGION)
 
     def put(self, bucket: str, key: str, data: bytes) -> None:
         self._request("PUT", f"/{bucket}/{key}", body=data)
 
     def get(self, bucket: str, key: str) -> bytes:
         return self._request("GET", f"/{bucket}/{key}")
+
+    def delete(self, bucket: str, key: str) -> None:
+        """Remove ``key``; removing a key that does not exist is not an error (as in S3)."""
+        try:
+            self._request("DELETE", f"/{bucket}/{key}")
+        except NotFound:
+            pass
 
     def exists(self, bucket: str, key: str) -> bool:
         try:
@@ -163,7 +176,12 @@ class ObjectStore:
 
 
 def upload_directory(store: ObjectStore, source: Path, location: Location, last: str) -> None:
-    """Every file of ``source`` under ``location``, the file named ``last`` after all the others."""
+    """Every file of ``source`` under ``location``, published by the file named ``last``.
+
+    ``last`` (the marker readers wait for) is removed first and uploaded after all the others, so
+    while this runs, and after it failed part way, the location shows no complete group of files.
+    """
+    store.delete(location.bucket, location.key(last))
     files = sorted(p for p in source.iterdir() if p.is_file())
     for path in sorted(files, key=lambda p: p.name == last):
         store.put(location.bucket, location.key(path.name), path.read_bytes())
