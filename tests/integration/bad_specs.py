@@ -68,6 +68,13 @@ CASES = [
     Case("model-name-too-long", {"worker": {}, "modelName": "m" * 60}, "spec.modelName", APPLY),
     Case("claim-name", {"worker": {}, "storage": {"claimName": "Bad Claim"}}, "spec.storage.claimName", APPLY),
     Case("checkpoint-dir-relative", {"worker": {}, "storage": {"checkpointDir": "ckpt"}}, "spec.storage.checkpointDir", APPLY),
+    Case("storage-uri-not-s3", {"worker": {}, "storage": {"uri": "gs://models/a", "secretName": "s3"}},
+         "spec.storage.uri", APPLY),
+    Case("storage-uri-and-claim", {"worker": {}, "storage": {"uri": "s3://models/a", "secretName": "s3",
+                                                             "claimName": "data"}}, "spec.storage.uri", APPLY),
+    Case("storage-uri-without-secret", {"worker": {}, "storage": {"uri": "s3://models/a"}},
+         "spec.storage.secretName", APPLY),
+    Case("storage-secret-without-uri", {"worker": {}, "storage": {"secretName": "s3"}}, "spec.storage.secretName", APPLY),
     # quantities and the pod template
     Case("quantity-word", worker(resources={"limits": {"cpu": "two"}}), "spec.worker.resources.limits.cpu", APPLY),
     Case("quantity-unit", worker(resources={"requests": {"memory": "1GB"}}), "spec.worker.resources.requests.memory", APPLY),

@@ -16,6 +16,7 @@ from serving import md, version
 from torchyard.builders.serving import (build_deployment, build_service, deployment_update, selected_version,
                                         selector_patch)
 from torchyard.settings import Settings
+from torchyard_spec import contract
 
 GOLDEN = Path(__file__).parent / "golden" / "serving-digits.yaml"
 SETTINGS = Settings(trainer_image="torchyard/trainer:test")
@@ -67,11 +68,13 @@ def test_an_artifact_in_s3_mounts_no_claim_and_gets_the_storage_secret():
     assert [v["name"] for v in pod["volumes"]] == ["tmp"]
     container = pod["containers"][0]
     assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
-    assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert refs == {key: {"name": "s3-creds", "key": key} for key in contract.S3_REQUIRED_KEYS} | {
+        "AWS_REGION": {"name": "s3-creds", "key": "AWS_REGION", "optional": True}}
     assert container["args"][container["args"].index("--model-dir") + 1] == "s3://models/digits/run-3"
     # A version on a claim gets neither the secret nor a changed template.
     on_claim = build_deployment(md(storage={"claimName": "models", "secretName": "s3-creds"}), version(3), 1, SETTINGS)
-    assert "envFrom" not in on_claim["spec"]["template"]["spec"]["containers"][0]
+    assert "env" not in on_claim["spec"]["template"]["spec"]["containers"][0]
 
 
 def test_the_deployments_claim_overrides_the_versions():

@@ -7,6 +7,7 @@ repeats the checks that matter so that an object which slipped past an older sch
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -91,16 +92,29 @@ class RunPolicy:
     startup_deadline_seconds: int | None = None
     progress_deadline_seconds: int | None = None
     managed_by: str | None = None  # None: this operator (CONTROLLER_NAME)
-    gang_scheduling: bool = False  # all pods bound together or none (builders/gang.py)
 
 
 @dataclass(frozen=True)
 class Storage:
-    """Where checkpoints and model artifacts live: a PVC shared by every pod, or an emptyDir."""
+    """Where checkpoints and model artifacts live: a PVC shared by every pod, S3-compatible object
+    storage (``uri``, with endpoint and credentials in the Secret ``secret_name``), or an emptyDir."""
 
     claim_name: str | None = None
     checkpoint_dir: str = contract.DEFAULT_CHECKPOINT_DIR
     model_dir: str = contract.DEFAULT_MODEL_DIR
+    uri: str | None = None
+    secret_name: str | None = None
+
+    def checkpoints(self, run: str) -> str:
+        """The run's checkpoint directory or location."""
+        if self.uri:
+            return f"{self.uri.rstrip('/')}/{contract.S3_CHECKPOINTS}/{run}"
+        return f"{self.checkpoint_dir.rstrip('/')}/{run}"
+
+    def artifact(self, model: str, run: str) -> str:
+        """Where the run's model artifact is written."""
+        base = f"{self.uri.rstrip('/')}/{contract.S3_MODELS}" if self.uri else self.model_dir.rstrip("/")
+        return f"{base}/{model}/{run}"
 
 
 @dataclass(frozen=True)
@@ -260,16 +274,26 @@ def _parse_run_policy(f: Fields, strategy: str) -> RunPolicy:
         managed_by=f.string("managedBy"),
         progress_deadline_seconds=f.integer("progressDeadlineSeconds", default=None, minimum=PROGRESS_DEADLINE_MIN,
                                             maximum=PROGRESS_DEADLINE_MAX),
-        gang_scheduling=f.boolean("gangScheduling", default=False),
     )
 
 
 def _parse_storage(f: Fields) -> Storage:
-    return Storage(
+    storage = Storage(
         claim_name=f.string("claimName"),
         checkpoint_dir=f.string("checkpointDir") or contract.DEFAULT_CHECKPOINT_DIR,
         model_dir=f.string("modelDir") or contract.DEFAULT_MODEL_DIR,
+        uri=f.string("uri"),
+        secret_name=f.string("secretName"),
     )
+    if storage.uri is not None and not re.match(contract.S3_URI_PATTERN, storage.uri):
+        raise SpecError(f"{f.path}.uri", f"must be s3://<bucket>[/<prefix>] with an S3 bucket name, got {storage.uri!r}")
+    if storage.uri and storage.claim_name:
+        raise SpecError(f"{f.path}.uri", "and spec.storage.claimName exclude each other: checkpoints and the "
+                        "artifact go either to object storage or to a claim")
+    if bool(storage.uri) != bool(storage.secret_name):
+        raise SpecError(f"{f.path}.secretName", "is required with spec.storage.uri, and only with it: it names the "
+                        "Secret holding the store's endpoint and credentials")
+    return storage
 
 
 def _parse_trainer(raw: Mapping[str, Any]) -> TrainerConfig:

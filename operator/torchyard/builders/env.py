@@ -38,8 +38,8 @@ def pod_env(
         network or cluster_network(job),
         job_name=job.name,
         namespace=job.namespace,
-        checkpoint_dir=f"{spec.storage.checkpoint_dir.rstrip('/')}/{names.run_id(job)}",
-        model_dir=f"{spec.storage.model_dir.rstrip('/')}/{names.model_name(job)}/{names.run_id(job)}",
+        checkpoint_dir=spec.storage.checkpoints(names.run_id(job)),
+        model_dir=spec.storage.artifact(names.model_name(job), names.run_id(job)),
         model_name=names.model_name(job),
         trainer_config=dict(spec.trainer if trainer_config is None else trainer_config),
         attempt=attempt,
@@ -48,3 +48,19 @@ def pod_env(
         progress_token=token,
         result_path=contract.DEFAULT_RESULT_PATH,
     )
+
+
+def storage_secret_env(secret_name: str | None) -> list[dict]:
+    """The S3 connection of spec.storage.secretName, each variable a reference to the Secret's key
+    of the same name (the values never enter the pod spec); the region may be left out."""
+    if not secret_name:
+        return []
+    return [_secret_key(secret_name, key) for key in contract.S3_REQUIRED_KEYS] + [
+        _secret_key(secret_name, contract.S3_REGION, optional=True)]
+
+
+def _secret_key(secret_name: str, key: str, optional: bool = False) -> dict:
+    ref: dict = {"name": secret_name, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": key, "valueFrom": {"secretKeyRef": ref}}

@@ -6,8 +6,8 @@ from typing import Any, Mapping
 
 from torchyard import labels
 from torchyard.api.trainingjob import RoleSpec, TrainingJob
-from torchyard.builders import gang, names
-from torchyard.builders.env import pod_env
+from torchyard.builders import names
+from torchyard.builders.env import pod_env, storage_secret_env
 from torchyard.builders.security import container_security_context, pod_security_context
 from torchyard.builders.strategies import Role, strategy_for
 from torchyard.settings import Settings
@@ -84,8 +84,6 @@ def build_pod(
         "volumes": _volumes(job, spec),
     }
     _place(pod_spec, spec, settings)
-    if job.spec.run_policy.gang_scheduling:
-        gang.link_pod(pod_spec, job)
     if spec.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": name} for name in spec.image_pull_secrets]
     if spec.service_account_name:
@@ -110,7 +108,8 @@ def _container(job: TrainingJob, spec: RoleSpec, env: contract.PodEnv, settings:
         "image": spec.image or job.spec.image or settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
         **_command(spec),
-        "env": [{"name": k, "value": v} for k, v in env.to_environ().items()] + [dict(e) for e in spec.env],
+        "env": [{"name": k, "value": v} for k, v in env.to_environ().items()]
+        + storage_secret_env(job.spec.storage.secret_name) + [dict(e) for e in spec.env],
         "ports": [
             {"name": "dist", "containerPort": contract.DEFAULT_MASTER_PORT},
             {"name": "metrics", "containerPort": contract.DEFAULT_METRICS_PORT},

@@ -18,9 +18,11 @@ from torchyard.api.modeldeployment import ModelDeployment
 from torchyard.api.modelversion import ModelVersion, version_name
 from torchyard.api.trainingjob import TrainingJob
 from torchyard.builders import names
+from torchyard.builders.env import storage_secret_env
 from torchyard.builders.pods import DATA_MOUNT, DATA_VOLUME
 from torchyard.builders.security import container_security_context, pod_security_context
 from torchyard.settings import Settings
+from torchyard_spec import contract
 
 CONTAINER = "server"
 SERVER_COMMAND = ("python", "-m", "torchyard_trainer.serve")
@@ -145,7 +147,7 @@ def template_hash(template: Mapping[str, Any]) -> str:
 
 def in_object_storage(mv: ModelVersion) -> bool:
     """Whether the version's artifact is at an s3:// URI rather than on a claim."""
-    return mv.artifact.path.startswith("s3://")
+    return mv.artifact.path.startswith(contract.S3_SCHEME)
 
 
 def _pod_template(md: ModelDeployment, mv: ModelVersion, settings: Settings) -> dict:
@@ -197,7 +199,7 @@ def _container(md: ModelDeployment, mv: ModelVersion, settings: Settings, mounte
         "volumeMounts": mounts,
     }
     if in_object_storage(mv) and md.spec.storage_secret:
-        container["envFrom"] = [{"secretRef": {"name": md.spec.storage_secret}}]
+        container["env"] = storage_secret_env(md.spec.storage_secret)
     return container
 
 
