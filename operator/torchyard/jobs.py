@@ -17,6 +17,7 @@ from typing import Callable
 from torchyard import metrics
 from torchyard.api.errors import SpecError
 from torchyard.api.trainingjob import TrainingJob, managed_elsewhere, parse_training_job
+from torchyard.builders import gang
 from torchyard.builders.pods import build_pod, build_service
 from torchyard.builders.security import check_overrides
 from torchyard.builders.strategies import strategy_for
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 MIN_DUE_SECONDS = 1.0
 # The part of the spec each built object comes from, named when the API server refuses it.
 ROLE_FIELDS = {contract.ROLE_WORKER: "spec.worker", contract.ROLE_PARAMETER_SERVER: "spec.parameterServer"}
+GANG_FIELD = "spec.runPolicy.gangScheduling"
 
 
 class JobReconciler(Reconciler):
@@ -95,6 +97,7 @@ class JobReconciler(Reconciler):
         if recorded:
             self._record(obj, job, previous, plan)
         try:
+            self._gang(job, plan)
             self._act(job, plan, trainer_config)
         except SpecError as exc:  # the API server refused an object built from the spec
             return self._reject(obj, previous, exc, now)
@@ -120,6 +123,7 @@ class JobReconciler(Reconciler):
             progress_reported=bool(self.settings.progress_url_base),
             node_faults=self.nodes.faults(),
             node_failure_seconds=self.settings.node_failure_seconds,
+            gang_api_served=self._gang_api_served(job),
         )
 
     def _act(self, job: TrainingJob, plan: Plan, trainer_config: dict | None = None) -> None:
@@ -145,6 +149,22 @@ class JobReconciler(Reconciler):
         if plan.delete_job:
             log.info("deleting TrainingJob %s/%s: ttlSecondsAfterFinished passed", job.namespace, job.name)
             self.kube.delete_job(job.namespace, job.name)
+
+    def _gang_api_served(self, job: TrainingJob) -> bool:
+        """Asked only for a job in gang mode: other jobs need nothing from the cluster."""
+        return not job.spec.run_policy.gang_scheduling or self.kube.serves(gang.GROUP, gang.VERSION, gang.PLURAL)
+
+    def _gang(self, job: TrainingJob, plan: Plan) -> None:
+        """The job's Workload before its pods (builders/gang.py). One left by an older job of the
+        same name, or made for other replica counts, is replaced: its pod groups are immutable."""
+        if not plan.create_workload:
+            return
+        desired = gang.build_workload(job)
+        existing = _create(self.kube.create_workload, desired, GANG_FIELD)
+        if existing is not None and not (gang.same_gang(existing, desired) and gang.owned_by(existing, job)):
+            log.info("TrainingJob %s/%s: replacing its gang's %s", job.namespace, job.name, gang.KIND)
+            self.kube.delete_workload(job.namespace, desired["metadata"]["name"])
+            _create(self.kube.create_workload, desired, GANG_FIELD)
 
     def _record(self, obj: dict, job: TrainingJob, previous: dict, plan: Plan) -> None:
         status = plan.status
@@ -223,12 +243,12 @@ def _progress(obj: dict, report: dict) -> dict:
     return dict(report, updateTime=now, stepTime=before["stepTime"] if same_step else now)
 
 
-def _create(create, manifest: dict, field: str) -> None:
+def _create(create, manifest: dict, field: str):
     """Create one object built from the spec. The API server refusing it will refuse it again:
     that is an invalid spec, named by the part of the spec the object came from, with the API
     server's own message."""
     try:
-        create(manifest)
+        return create(manifest)
     except Refused as exc:
         raise SpecError(field, f"was refused by the API server: {exc}") from exc
 

@@ -102,6 +102,8 @@ NAMESPACED_NEEDS = {
     ("apps", "deployments", "list"), ("apps", "deployments", "watch"), ("apps", "deployments", "create"),
     ("apps", "deployments", "patch"), ("apps", "deployments", "delete"),
     ("", "configmaps", "get"), ("", "configmaps", "create"), ("", "configmaps", "update"),  # registry.py _reserve
+    ("scheduling.k8s.io", "workloads", "get"), ("scheduling.k8s.io", "workloads", "create"),  # gang mode
+    ("scheduling.k8s.io", "workloads", "delete"),  # jobs.py _gang: create_workload, delete_workload
 }
 CLUSTER_NEEDS = {  # kopf's resource and namespace observers
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"), ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),

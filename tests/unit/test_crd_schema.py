@@ -182,6 +182,7 @@ DEFAULTS = {  # schema path -> the parser's value for a spec that leaves the fie
     "spec.runPolicy.suspend": lambda s: s.run_policy.suspend,
     "spec.runPolicy.restartPolicy": lambda s: s.run_policy.restart_policy,
     "spec.runPolicy.restartScope": lambda s: s.run_policy.restart_scope,
+    "spec.runPolicy.gangScheduling": lambda s: s.run_policy.gang_scheduling,
     "spec.storage.checkpointDir": lambda s: s.storage.checkpoint_dir,
     "spec.storage.modelDir": lambda s: s.storage.model_dir,
 }

@@ -92,6 +92,7 @@ class RunPolicy:
     startup_deadline_seconds: int | None = None
     progress_deadline_seconds: int | None = None
     managed_by: str | None = None  # None: this operator (CONTROLLER_NAME)
+    gang_scheduling: bool = False  # all pods bound together or none (builders/gang.py)
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,7 @@ def _parse_run_policy(f: Fields, strategy: str) -> RunPolicy:
         managed_by=f.string("managedBy"),
         progress_deadline_seconds=f.integer("progressDeadlineSeconds", default=None, minimum=PROGRESS_DEADLINE_MIN,
                                             maximum=PROGRESS_DEADLINE_MAX),
+        gang_scheduling=f.boolean("gangScheduling", default=False),
     )
 
 

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 from torchyard import labels
 from torchyard.api.trainingjob import RoleSpec, TrainingJob
-from torchyard.builders import names
+from torchyard.builders import gang, names
 from torchyard.builders.env import pod_env, storage_secret_env
 from torchyard.builders.security import container_security_context, pod_security_context
 from torchyard.builders.strategies import Role, strategy_for
@@ -84,6 +84,8 @@ def build_pod(
         "volumes": _volumes(job, spec),
     }
     _place(pod_spec, spec, settings)
+    if job.spec.run_policy.gang_scheduling:
+        gang.link_pod(pod_spec, job)
     if spec.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": name} for name in spec.image_pull_secrets]
     if spec.service_account_name:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -23,10 +24,12 @@ from torchyard import labels
 from torchyard.api import trainingjob as tj
 from torchyard.api import modeldeployment as md_api
 from torchyard.api import modelversion as mv_api
+from torchyard.builders import gang
 
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = (5.0, 30.0)  # seconds to connect, seconds to wait for an answer
+DISCOVERY_SECONDS = 60.0  # how long an answer of `serves` is trusted
 
 
 def load_config() -> None:
@@ -43,6 +46,7 @@ class Kube:
         _default_timeout(self.api)
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
+        self._served: dict[tuple[str, str, str], tuple[bool, float]] = {}  # serves(): answer, until
         self.apps = client.AppsV1Api(self.api)
 
     # --- TrainingJobs -----------------------------------------------------------------------------
@@ -86,6 +90,8 @@ class Kube:
         return [self.api.sanitize_for_serialization(p) for p in pods.items]
 
     def create_pod(self, manifest: dict) -> None:
+        if gang.POD_FIELD in manifest["spec"]:
+            return self._create_as_is(f"/api/v1/namespaces/{manifest['metadata']['namespace']}/pods", manifest)
         meta = manifest["metadata"]
         with translated(f"create pod {meta['namespace']}/{meta['name']}"), ignoring(409):
             self.core.create_namespaced_pod(meta["namespace"], manifest)
@@ -103,6 +109,52 @@ class Kube:
         with translated(f"create service {meta['namespace']}/{meta['name']}"), ignoring(409):
             self.core.create_namespaced_service(meta["namespace"], manifest)
 
+
+    # --- gang scheduling: the Workload of a job in gang mode (builders/gang.py) -------------------
+
+    def serves(self, group: str, version: str, plural: str) -> bool:
+        """Whether the API server serves this resource (discovery, remembered for a while: a
+        cluster that gains or loses an API does so at an API server restart)."""
+        key, now = (group, version, plural), time.monotonic()
+        known = self._served.get(key)
+        if known is not None and now < known[1]:
+            return known[0]
+        with translated(f"discover {group}/{version}"):
+            found = _or_none(lambda: self.custom.get_api_resources(group, version))
+        served = found is not None and any(r.name == plural for r in found.resources or [])
+        self._served[key] = (served, now + DISCOVERY_SECONDS)
+        return served
+
+    def create_workload(self, manifest: dict) -> dict | None:
+        """Create a gang's Workload; the one already there when the name is taken (else None)."""
+        meta, (group, version) = manifest["metadata"], manifest["apiVersion"].split("/")
+        with translated(f"create {manifest['kind']} {meta['namespace']}/{meta['name']}"):
+            try:
+                self.custom.create_namespaced_custom_object(group, version, meta["namespace"], gang.PLURAL, manifest)
+                return None
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+            return _or_none(lambda: self.custom.get_namespaced_custom_object(
+                group, version, meta["namespace"], gang.PLURAL, meta["name"]))
+
+    def _create_as_is(self, path: str, manifest: dict) -> None:
+        """POST an object as built. The client checks a body against its models, which know one
+        Kubernetes release: a field of another (a pod's spec.workloadRef, which 1.35 serves and
+        later releases replaced) would be refused before it is sent."""
+        meta = manifest["metadata"]
+        with translated(f"create {manifest['kind']} {meta['namespace']}/{meta['name']}"), ignoring(409):
+            request = self.api.param_serialize("POST", path, body=manifest, auth_settings=["BearerToken"],
+                                               header_params={"Content-Type": "application/json",
+                                                              "Accept": "application/json"})
+            response = self.api.call_api(*request)
+            response.read()
+            if not 200 <= response.status <= 299:
+                raise ApiException(http_resp=response)
+
+    def delete_workload(self, namespace: str, name: str) -> None:
+        with translated(f"delete {gang.KIND} {namespace}/{name}"), ignoring(404):
+            self.custom.delete_namespaced_custom_object(gang.GROUP, gang.VERSION, namespace, gang.PLURAL, name)
 
     # --- peering --------------------------------------------------------------------------------------
 

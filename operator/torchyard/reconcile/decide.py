@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from torchyard.api.trainingjob import TrainingJob
+from torchyard.builders import gang
 from torchyard.builders.names import pod_name
 from torchyard.builders.strategies import strategy_for
 from torchyard.reconcile import conditions as cond
@@ -31,6 +32,10 @@ INFRASTRUCTURE_RESTART_LIMIT = 10
 PENDING, RUNNING, RESTARTING = "Pending", "Running", "Restarting"
 SUCCEEDED, FAILED, SUSPENDED = "Succeeded", "Failed", "Suspended"
 TERMINAL = (SUCCEEDED, FAILED)
+# Reasons of a job in gang mode (spec.runPolicy.gangScheduling) that waits: the cluster cannot
+# place all of its pods together, or does not serve the gang API at all.
+GANG_NOT_SCHEDULABLE = "GangNotSchedulable"
+GANG_UNAVAILABLE = "GangSchedulingUnavailable"
 
 
 @dataclass
@@ -42,6 +47,7 @@ class Plan:
     force_delete_pods: list[str] = field(default_factory=list)
     delete_job: bool = False
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    create_workload: bool = False  # the gang's Workload, before the pods (gang mode only)
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class Observed:
     progress_reported: bool = True  # whether pods can reach the progress endpoint at all
     node_faults: Mapping[str, NodeFault] = field(default_factory=dict)  # by node name
     node_failure_seconds: float = 60.0  # how long a gang may sit on a faulty node before it moves
+    gang_api_served: bool = True  # whether the cluster serves the gang API (asked for gang mode only)
 
 
 def decide(job: TrainingJob, previous: Mapping[str, Any], observed: Observed) -> Plan:
@@ -172,7 +179,24 @@ def _active(job: TrainingJob, previous: Mapping[str, Any], observed: Observed, p
 
     occupied = {(p.role, p.index) for p in observed.pods}
     plan.create_pods = [slot for slot in slots if slot not in occupied]
+    if _gang_unavailable(job, observed, plan):
+        return
     _running_phase(job, previous, current, slots, plan, now)
+
+
+def _gang_unavailable(job: TrainingJob, observed: Observed, plan: Plan) -> bool:
+    """A job in gang mode gets its pods only with the gang API to bind them all or none: without
+    it, it waits with a condition that says what is missing (never a silent fallback)."""
+    if not (plan.create_pods and job.spec.run_policy.gang_scheduling):
+        return False
+    if observed.gang_api_served:
+        plan.create_workload = True
+        return False
+    plan.create_pods = []
+    _set_phase(plan, job, observed.now, PENDING, GANG_UNAVAILABLE,
+               f"spec.runPolicy.gangScheduling is true, but the cluster does not serve {gang.REQUIREMENT}; "
+               "no pods are created until it does")
+    return True
 
 
 def _slots(job: TrainingJob) -> list[tuple[str, int]]:
@@ -234,7 +258,17 @@ def _running_phase(job, previous, current, slots, plan, now) -> None:
     waiting = _pending_reasons(current, slots) or "creating pods"
     phase = RESTARTING if previous.get("phase") == RESTARTING else PENDING
     reason = "Restarting" if phase == RESTARTING else _pending_reason_code(current, slots)
+    if reason == "Unschedulable" and job.spec.run_policy.gang_scheduling:
+        reason, waiting = GANG_NOT_SCHEDULABLE, _gang_waiting(current, slots)
     _set_phase(plan, job, now, phase, reason, waiting)
+
+
+def _gang_waiting(current, slots) -> str:
+    """Why a gang is not placed: the scheduler's own words for a pod it cannot fit. The others it
+    could fit wait unbound at its Permit stage, so the message names the one that blocks them."""
+    blocked = next(current[s] for s in slots if s in current and current[s].unschedulable)
+    return (f"the scheduler binds the {len(slots)} pods of the gang together or not at all; the waiting pods "
+            f"stay unbound while {blocked.name} does not fit: {blocked.unschedulable}")
 
 
 def _pending_reason_code(current, slots) -> str:
@@ -371,5 +405,5 @@ def _announce(before: str, plan: Plan) -> None:
     if after == before:
         return
     running = next((c for c in plan.status["conditions"] if c["type"] == cond.RUNNING), {})
-    kind = "Warning" if after in (FAILED, RESTARTING) else "Normal"
+    kind = "Warning" if after in (FAILED, RESTARTING) or running.get("reason") == GANG_UNAVAILABLE else "Normal"
     plan.events.append((kind, running.get("reason") or after, plan.status.get("message", after)))
