@@ -15,7 +15,8 @@ from datetime import datetime
 import kopf
 
 from torchyard.api.trainingjob import TrainingJob
-from torchyard.builders.workload import build_workload, pod_sets, queue_name, workload_name
+from torchyard.builders.workload import (PRIORITY_LABEL, build_workload, pod_sets, priority_class, queue_name,
+                                         workload_name)
 from torchyard.kube.client import Kube
 from torchyard.kube.kueue import FlavorStore, KueueApi, WorkloadStore
 from torchyard.reconcile import kueue
@@ -46,7 +47,7 @@ class Queueing:
         where = f"TrainingJob {job.namespace}/{job.name}"
         if decision.create:
             log.info("%s: creating Kueue Workload %s", where, workload_name(job))
-            self.api.create_workload(build_workload(job, self.settings))
+            self.api.create_workload(build_workload(job, self.settings, self._priority(job)))
         if decision.delete:
             log.info("%s: deleting Kueue Workload %s (%s)", where, workload_name(job), decision.message)
             self.api.delete_workload(workload)
@@ -55,6 +56,16 @@ class Queueing:
                      decision.reason or "finished")
             self.api.patch_workload_status(workload, decision.workload_status)
         return decision
+
+    def _priority(self, job: TrainingJob) -> int | None:
+        name = priority_class(job)
+        if name is None:
+            return None
+        value = self.api.priority_value(name)
+        if value is None:  # retried with backoff; lasting, it shows as the job's Stalled condition
+            raise kopf.TemporaryError(f"metadata.labels[{PRIORITY_LABEL}] names WorkloadPriorityClass {name}, "
+                                      "which does not exist", delay=5)
+        return value
 
     def _flavors(self, decision: kueue.Gate) -> dict[str, list[dict]]:
         """The admitted ResourceFlavors of each pod set (role), as the watch shows them."""

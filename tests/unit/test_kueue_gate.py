@@ -53,10 +53,11 @@ def gate(tj, wl, phase="", live=0):
 
 def test_the_workload_has_one_pod_set_per_role_with_the_pods_requests_and_the_job_as_owner():
     tj = parsed(queued(ALLREDUCE_GPU, **{"kueue.x-k8s.io/priority-class": "high"}))
-    wl = build_workload(tj, SETTINGS)
+    wl = build_workload(tj, SETTINGS, priority=1000)
     assert wl["metadata"]["name"] == "trainingjob-resnet"
     assert wl["metadata"]["ownerReferences"][0]["uid"] == UID
     assert wl["spec"]["queueName"] == "team-a"
+    assert wl["spec"]["priority"] == 1000
     assert wl["spec"]["priorityClassRef"] == {"group": "kueue.x-k8s.io", "kind": "WorkloadPriorityClass",
                                               "name": "high"}
     [worker] = wl["spec"]["podSets"]

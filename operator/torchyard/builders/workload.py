@@ -34,13 +34,20 @@ def queue_name(job: TrainingJob) -> str | None:
     return job.labels.get(QUEUE_LABEL) or None
 
 
-def build_workload(job: TrainingJob, settings: Settings) -> dict:
-    """The Workload for `job`, which must carry the queue label."""
+def priority_class(job: TrainingJob) -> str | None:
+    """The WorkloadPriorityClass the job's label names (Kueue's own label for it)."""
+    return job.labels.get(PRIORITY_LABEL) or None
+
+
+def build_workload(job: TrainingJob, settings: Settings, priority: int | None = None) -> dict:
+    """The Workload for `job`, which must carry the queue label; `priority` is the value of its
+    WorkloadPriorityClass (Kueue's API requires it beside the reference; its job integrations
+    copy it in the same way)."""
     spec: dict[str, Any] = {"queueName": queue_name(job), "podSets": pod_sets(job, settings)}
-    priority_class = job.labels.get(PRIORITY_LABEL)
-    if priority_class:
+    if priority_class(job):
         spec["priorityClassRef"] = {"group": "kueue.x-k8s.io", "kind": "WorkloadPriorityClass",
-                                    "name": priority_class}
+                                    "name": priority_class(job)}
+        spec["priority"] = priority
     return {
         "apiVersion": API_VERSION, "kind": "Workload",
         "metadata": {"name": workload_name(job), "namespace": job.namespace,

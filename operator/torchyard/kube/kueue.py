@@ -11,6 +11,7 @@ from torchyard import labels as keys
 from torchyard.kube.client import Kube, ignoring, translated
 
 GROUP, VERSION, WORKLOADS, FLAVORS = "kueue.x-k8s.io", "v1beta2", "workloads", "resourceflavors"
+PRIORITY_CLASSES = "workloadpriorityclasses"
 # The Workloads the operator made: the watch's selector.
 OWNED_SELECTOR = f"{keys.JOB_NAME},{keys.MANAGED_BY}={keys.MANAGER}"
 
@@ -93,6 +94,13 @@ class KueueApi:
         with translated(f"patch status of Kueue Workload {meta['namespace']}/{meta['name']}"), ignoring(404):
             self.store.seen(self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, meta["namespace"], WORKLOADS, meta["name"], body))
+
+    def priority_value(self, name: str) -> int | None:
+        """The value of a WorkloadPriorityClass (None when there is none by that name); read once,
+        when a Workload is made."""
+        with translated(f"get Kueue WorkloadPriorityClass {name}"), ignoring(404):
+            return self.custom.get_cluster_custom_object(GROUP, VERSION, PRIORITY_CLASSES, name).get("value")
+        return None
 
     def relist(self, namespace: str | None) -> None:
         """List the operator's Workloads (in `namespace`, or everywhere) and every ResourceFlavor."""
