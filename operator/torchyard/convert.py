@@ -157,11 +157,11 @@ def _run_policy(policy: Mapping, restart_policy: str, worker: dict, out: Convert
                  "(restartScope Gang), where PyTorchJob restarted only the failed pod; set restartScope: Pod for that")
     if policy.get("managedBy") not in (None, MANAGED_BY_DEFAULT):  # MultiKueue's dispatcher, for example
         run["managedBy"] = policy["managedBy"]
-    _scheduling(mapping(policy.get("schedulingPolicy"), f"{path}.schedulingPolicy"), worker, out)
+    _scheduling(mapping(policy.get("schedulingPolicy"), f"{path}.schedulingPolicy"), worker, run, out)
     return run
 
 
-def _scheduling(policy: Mapping, worker: dict, out: Converted) -> None:
+def _scheduling(policy: Mapping, worker: dict, run: dict, out: Converted) -> None:
     path = "spec.runPolicy.schedulingPolicy"
     known(policy, path, ("queue", "priorityClass", "minAvailable", "minResources", "scheduleTimeoutSeconds"))
     if policy.get("queue"):
@@ -173,13 +173,24 @@ def _scheduling(policy: Mapping, worker: dict, out: Converted) -> None:
         out.note(f"{path}.queue", f"became the Kueue label {QUEUE_LABEL} (torchyard queues through Kueue, not Volcano)")
     if policy.get("priorityClass"):
         worker.setdefault("template", {}).setdefault("priorityClassName", policy["priorityClass"])
-    for key, why in (("minAvailable", "the job's pods are created together; for all-or-nothing placement set "
-                      "spec.runPolicy.gangScheduling (docs/gang-scheduling.md) or queue it through Kueue"),
-                     ("minResources", "Kueue's quota takes its place"),
+    if policy.get("minAvailable") is not None:
+        _gang(policy["minAvailable"], worker["replicas"], run, out)
+    for key, why in (("minResources", "Kueue's quota takes its place"),
                      ("scheduleTimeoutSeconds", "the nearest is spec.runPolicy.startupDeadlineSeconds, which fails "
                       "the job when its pods do not start in time")):
         if key in policy:
             out.note(f"{path}.{key}", f"dropped: {why}")
+
+
+def _gang(min_available: Any, pods: int, run: dict, out: Converted) -> None:
+    """A gang request becomes torchyard's gang mode, whose gang is always the whole job."""
+    path = "spec.runPolicy.schedulingPolicy.minAvailable"
+    if not isinstance(min_available, int) or isinstance(min_available, bool) or min_available < 1:
+        raise SpecError(path, f"must be an integer of at least 1, got {min_available!r}")
+    run["gangScheduling"] = True
+    whole = "" if min_available == pods else f"; its gang is every pod of the job ({pods}), not {min_available}"
+    out.note(path, "became spec.runPolicy.gangScheduling: Kubernetes' own gang scheduling binds all pods or none "
+             f"(the cluster must serve it, docs/gang-scheduling.md){whole}")
 
 
 def _process_count(spec: Mapping, worker: dict, out: Converted) -> None:

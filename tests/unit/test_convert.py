@@ -173,7 +173,16 @@ def test_suspend_queue_and_priority_class():
     assert out.job["spec"]["runPolicy"]["managedBy"] == "kueue.x-k8s.io/multikueue"
     assert out.job["metadata"]["labels"] == {"kueue.x-k8s.io/queue-name": "team-a"}
     assert out.job["spec"]["worker"]["template"]["priorityClassName"] == "high-priority"
-    assert notes_about("queued-suspended.yaml", "spec.runPolicy.schedulingPolicy.minAvailable")
+
+
+@pytest.mark.parametrize("min_available, whole", [(3, False), (2, True)])
+def test_a_gang_request_becomes_gang_mode_whose_gang_is_the_whole_job(min_available, whole):
+    obj = load("queued-suspended.yaml")
+    obj["spec"]["runPolicy"]["schedulingPolicy"]["minAvailable"] = min_available
+    out = convert(obj)
+    assert out.job["spec"]["runPolicy"]["gangScheduling"] is True
+    note = [n for n in out.notes if n.startswith("spec.runPolicy.schedulingPolicy.minAvailable:")][0]
+    assert ("every pod of the job (3)" in note) is whole
 
 
 def test_fixed_size_elastic_policy_maps_its_retries_and_drops_its_rendezvous():
