@@ -6,7 +6,8 @@ TrainingJobs of 1 parameter server + 2 workers for torchyard, PyTorchJobs of Mas
 for Kubeflow, the latter as shipped (20 requests/s, 1 thread) and tuned (`--kube-api-qps=1000
 --kube-api-burst=2000 --controller-threads=8`). Rounds are interleaved so both see the same
 machine. The pods land on kwok nodes added for the run (tainted, so nothing else lands there)
-and removed after it.
+and removed after it. Each round ends with the direct-API floor (skip it with --no-floor): one
+client creating the same Services and pods itself, one after another, as fast as it can.
 
     make cluster-up
     .venv/bin/python benchmarks/kubeflow_side_by_side.py [--jobs 200] [--rounds 1]
@@ -40,11 +41,16 @@ import kwoknodes
 from common import default_kubeconfig, free_port
 from kubernetes import client, config, watch
 
+from torchyard.api.trainingjob import parse_training_job
+from torchyard.builders.pods import build_pods, build_service
+from torchyard.settings import Settings
+
 REPO = Path(__file__).resolve().parents[1]
 TY = ("torchyard.dev", "v1alpha1", "trainingjobs")
 KF = ("kubeflow.org", "v1", "pytorchjobs")
 TUNED = ["--kube-api-qps=1000", "--kube-api-burst=2000", "--controller-threads=8"]
 CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")  # where Kubeflow's cert rotator looks
+SETTLE_SECONDS = 5.0  # from every job Running to the idle window (--settle)
 KF_SECRET, KF_WEBHOOK = "training-operator-webhook-cert", "validator.training-operator.kubeflow.org"
 
 
@@ -223,7 +229,7 @@ class Observer:
         return len(self.pods_at) == self.jobs and len(self.status_at) == self.jobs
 
 
-def one_round(op: Operator, jobs: int, kubeconfig: str, core) -> dict:
+def one_round(op: Operator, jobs: int, kubeconfig: str, core, settle: float = SETTLE_SECONDS) -> dict:
     namespace = f"bench-sbs-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace}})
     counter_port = free_port()
@@ -239,7 +245,7 @@ def one_round(op: Operator, jobs: int, kubeconfig: str, core) -> dict:
         wait(lambda: http_get(f"http://127.0.0.1:{counter_port}/__counts") is not None, 30)
         proc = op.start(namespace, str(counted), core)
         wait(op.ready, 120)
-        return measure(op, proc, namespace, jobs, counter_port)
+        return measure(op, proc, namespace, jobs, counter_port, settle)
     finally:
         if proc is not None:
             proc.terminate()
@@ -250,7 +256,7 @@ def one_round(op: Operator, jobs: int, kubeconfig: str, core) -> dict:
         wait(lambda: not namespace_exists(core, namespace), 600)
 
 
-def measure(op: Operator, proc, namespace: str, jobs: int, counter_port: int) -> dict:
+def measure(op: Operator, proc, namespace: str, jobs: int, counter_port: int, settle: float) -> dict:
     custom = client.CustomObjectsApi()
     sampler = Sampler(proc.pid)
     sampler.start()
@@ -269,7 +275,7 @@ def measure(op: Operator, proc, namespace: str, jobs: int, counter_port: int) ->
             "cpu": cpu_seconds(proc.pid) - cpu0, "requests": diff(counts(counter_port), requests0),
             "passes": op.passes() / jobs}
     per_job = sorted(observer.status_at[n] - created_at[n] for n in created_at)
-    time.sleep(5)  # let the last status writes and their echoes settle
+    time.sleep(settle)  # let the last status writes and their echoes settle
     cpu1, requests1 = cpu_seconds(proc.pid), counts(counter_port)
     time.sleep(10)
     idle_requests = diff(counts(counter_port), requests1)
@@ -278,6 +284,47 @@ def measure(op: Operator, proc, namespace: str, jobs: int, counter_port: int) ->
     return {**busy, "load": os.getloadavg()[0], "p50": statistics.median(per_job), "p95": per_job[int(0.95 * (len(per_job) - 1))],
             "rss": sampler.peak, "idle_cpu": cpu_seconds(proc.pid) - cpu1,
             "idle_requests": sum(v for k, v in idle_requests.items() if not k.startswith("watch "))}
+
+
+def floor_round(jobs: int, core) -> dict:
+    """The direct-API floor: one client creates the Service and pods of every job itself, one
+    request after another as fast as it can (answers not turned into models), then waits until
+    all pods are Running: the least the control plane needs for what the operators create."""
+    namespace = f"bench-floor-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    try:
+        running: set[str] = set()
+        done = threading.Event()
+        threading.Thread(target=_count_running, args=(namespace, 3 * jobs, running, done), daemon=True).start()
+        start = time.monotonic()
+        for i in range(jobs):
+            obj = {**training_job(f"job-{i}"), "metadata": {"name": f"job-{i}", "namespace": namespace,
+                                                            "uid": str(uuid.uuid4())}}
+            job = parse_training_job(obj)
+            for manifest in [build_service(job), *build_pods(job, attempt=0, settings=Settings())]:
+                manifest["metadata"].pop("ownerReferences", None)  # no TrainingJob exists to own them
+                create = core.create_namespaced_service if manifest["kind"] == "Service" else core.create_namespaced_pod
+                create(namespace, manifest, _preload_content=False).drain_conn()
+        created = time.monotonic() - start
+        if not done.wait(1200):
+            raise TimeoutError(f"{len(running)} of {3 * jobs} pods Running after 1200 s")
+        return {"created": created, "pods": time.monotonic() - start, "load": os.getloadavg()[0]}
+    finally:
+        core.delete_namespace(namespace)
+        wait(lambda: not namespace_exists(core, namespace), 600)
+
+
+def _count_running(namespace: str, target: int, running: set, done: threading.Event) -> None:
+    while not done.is_set():
+        try:
+            for event in watch.Watch().stream(client.CoreV1Api().list_namespaced_pod, namespace, timeout_seconds=60):
+                if event["object"].status.phase == "Running":
+                    running.add(event["object"].metadata.name)
+                if len(running) >= target:
+                    done.set()
+                    return
+        except Exception:  # a watch that ends or breaks is opened again
+            time.sleep(0.2)
 
 
 def counts(port: int) -> dict:
@@ -318,14 +365,21 @@ def install_kubeflow(kubectl) -> None:
     """Kubeflow's PyTorchJob CRD, and the webhook configuration its cert rotator wants to fill."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f",
             str(kubeflow_manifests() / "crds" / "kubeflow.org_pytorchjobs.yaml"))
-    wait(lambda: "Established" in kubectl("get", "crd/pytorchjobs.kubeflow.org", "-o",
-                                          "jsonpath={.status.conditions[?(@.status=='True')].type}"), 60)
+    wait(lambda: "Established" in established(kubectl, "crd/pytorchjobs.kubeflow.org"), 60)
     webhook = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
                "metadata": {"name": KF_WEBHOOK}, "webhooks": []}
     kubectl("apply", "-f", "-", input=json.dumps(webhook))
 
 
-def report(jobs: int, results: dict[str, list[dict]]) -> None:
+def established(kubectl, crd: str) -> str:
+    """The CRD's true conditions; empty while it has none yet (the jsonpath filter then fails)."""
+    try:
+        return kubectl("get", crd, "-o", "jsonpath={.status.conditions[?(@.status=='True')].type}")
+    except RuntimeError:
+        return ""
+
+
+def report(jobs: int, results: dict[str, list[dict]], floors: list[dict]) -> None:
     print(f"\n{jobs} jobs x 3 pods = {3 * jobs} pods per round; "
           f"{max(len(r) for r in results.values())} round(s) each, interleaved")
     rows = [("all jobs created (client), s", "created"), ("all pods Running, s", "pods"), ("all statuses Running, s", "status"), ("p50 per job, s", "p50"),
@@ -342,6 +396,13 @@ def report(jobs: int, results: dict[str, list[dict]]) -> None:
             print(f"requests by verb, {label} round {i + 1}: {by_verb(r['requests'])}")
             print(f"    by verb and resource: {dict(sorted(r['requests'].items()))}")
     base = results[labels[0]]
+    for floor in floors:
+        print(f"direct-API floor: all {3 * jobs} pods Running in {floor['pods']:.2f} s "
+              f"(client's creates {floor['created']:.2f} s; load {floor['load']:.2f})")
+    for label in labels:
+        ratios = [r["pods"] / f["pods"] for r, f in zip(results[label], floors)]
+        if ratios:
+            print(f"ratio {label} / direct-API floor, all pods Running: " + " / ".join(f"{x:.2f}" for x in ratios))
     for label in labels[1:]:
         for key, title in (("pods", "all pods Running"), ("status", "all statuses Running"),
                            ("cpu", "CPU seconds"), ("rss", "peak RSS")):
@@ -353,6 +414,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--settle", type=float, default=SETTLE_SECONDS,
+                        help="seconds from every job Running to the 10 s idle window (default 5)")
+    parser.add_argument("--no-floor", action="store_true", help="skip the direct-API floor round")
     parser.add_argument("--only", action="append", choices=["torchyard", "shipped", "tuned"],
                         help="run only these operators (repeatable; default all three)")
     args = parser.parse_args()
@@ -372,17 +436,21 @@ def main() -> None:
     if args.only:
         operators = [op for op in operators if op.label.split()[-1] in args.only]
     results: dict[str, list[dict]] = {op.label: [] for op in operators}
+    floors: list[dict] = []
     print(f"load average at start: {os.getloadavg()}", file=sys.stderr, flush=True)
     nodes = kwoknodes.add_nodes(core, pods=3 * args.jobs)
     try:
         for _ in range(args.rounds):
             for op in operators:
                 print(f"round: {op.label}, {args.jobs} jobs", file=sys.stderr, flush=True)
-                results[op.label].append(one_round(op, args.jobs, path, core))
+                results[op.label].append(one_round(op, args.jobs, path, core, args.settle))
+            if not args.no_floor:
+                print(f"round: direct-API floor, {args.jobs} jobs", file=sys.stderr, flush=True)
+                floors.append(floor_round(args.jobs, core))
     finally:
         kwoknodes.remove_nodes(core, nodes)
         kubectl("delete", "validatingwebhookconfiguration", KF_WEBHOOK, "--ignore-not-found")
-    report(args.jobs, results)
+    report(args.jobs, results, floors)
 
 
 if __name__ == "__main__":

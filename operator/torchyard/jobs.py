@@ -11,6 +11,7 @@ changed it, and queues the job's next pass for when a time-based rule falls due.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -21,6 +22,7 @@ from torchyard.builders import gang
 from torchyard.builders.pods import build_pod, build_service
 from torchyard.builders.security import check_overrides
 from torchyard.builders.strategies import strategy_for
+from torchyard.fanout import Fanout
 from torchyard.kube.client import Kube, Refused
 from torchyard.nodes import NodeHealth
 from torchyard.progress import token_matches
@@ -46,11 +48,13 @@ GANG_FIELD = "spec.runPolicy.gangScheduling"
 class JobReconciler(Reconciler):
     kind = "TrainingJob"
 
-    def __init__(self, kube: Kube, settings: Settings, nodes: NodeHealth | None = None):
+    def __init__(self, kube: Kube, settings: Settings, nodes: NodeHealth | None = None,
+                 fanout: Fanout | None = None):
         super().__init__()
         self.kube = kube
         self.settings = settings
         self.nodes = nodes or NodeHealth()
+        self.fanout = fanout or Fanout()  # a pass's creates and deletes at once (torchyard.fanout)
         self.registry = ModelRegistry(kube)
         self._phases: dict[tuple[str, str], str] = {}
         # Called with a job's key and a delay when its next time-based rule falls due (the work
@@ -127,28 +131,33 @@ class JobReconciler(Reconciler):
         )
 
     def _act(self, job: TrainingJob, plan: Plan, trainer_config: dict | None = None) -> None:
-        """Deletes first, then creates; status is mostly written after (see _records_first), so a
-        crash in between repeats work instead of recording work that was never done."""
+        """Deletes first, then creates, each group sent at once; status is mostly written after
+        (see _records_first), so a crash in between repeats work instead of recording work that
+        was never done."""
         for name in plan.force_delete_pods:
             log.warning("force-deleting pod %s/%s stuck terminating", job.namespace, name)
-            self.kube.delete_pod(job.namespace, name, force=True)
         if plan.delete_pods:
             log.info("TrainingJob %s/%s: deleting pods %s", job.namespace, job.name, ", ".join(plan.delete_pods))
-        for name in plan.delete_pods:
-            self.kube.delete_pod(job.namespace, name)
+        self.fanout.all([partial(self.kube.delete_pod, job.namespace, name, force=True) for name in plan.force_delete_pods]
+                        + [partial(self.kube.delete_pod, job.namespace, name) for name in plan.delete_pods])
         if plan.create_service:
             log.info("TrainingJob %s/%s: creating its Service", job.namespace, job.name)
-            _create(self.kube.create_service, build_service(job), "metadata.name")
-        roles = {r.name: r for r in strategy_for(job.spec).roles(job.spec)}
         if plan.create_pods:
             log.info("TrainingJob %s/%s: creating pods %s (attempt %d)", job.namespace, job.name,
                      ", ".join(f"{role}-{index}" for role, index in plan.create_pods), plan.status["attempt"])
-        for role, index in plan.create_pods:
-            pod = build_pod(job, roles[role], index, plan.status["attempt"], self.settings, trainer_config)
-            _create(self.kube.create_pod, pod, ROLE_FIELDS[role])
+        self.fanout.all(self._creates(job, plan, trainer_config))
         if plan.delete_job:
             log.info("deleting TrainingJob %s/%s: ttlSecondsAfterFinished passed", job.namespace, job.name)
             self.kube.delete_job(job.namespace, job.name)
+
+    def _creates(self, job: TrainingJob, plan: Plan, trainer_config: dict | None) -> list[Callable[[], None]]:
+        creates = [partial(_create, self.kube.create_service, build_service(job), "metadata.name")] \
+            if plan.create_service else []
+        roles = {r.name: r for r in strategy_for(job.spec).roles(job.spec)}
+        for role, index in plan.create_pods:
+            pod = build_pod(job, roles[role], index, plan.status["attempt"], self.settings, trainer_config)
+            creates.append(partial(_create, self.kube.create_pod, pod, ROLE_FIELDS[role]))
+        return creates
 
     def _gang_api_served(self, job: TrainingJob) -> bool:
         """Asked only for a job in gang mode: other jobs need nothing from the cluster."""
@@ -173,7 +182,8 @@ class JobReconciler(Reconciler):
             self.kube.patch_job_status(job.namespace, job.name, status, obj["metadata"].get("resourceVersion"))
         for kind, reason, message in plan.events:
             log.info("TrainingJob %s/%s: event %s %s: %s", job.namespace, job.name, kind, reason, message)
-            self.kube.emit_event(obj, kind, reason, message)
+            self.fanout.later(partial(self.kube.emit_event, obj, kind, reason, message),
+                              f"event {reason} for TrainingJob {job.namespace}/{job.name}")
         phase = status.get("phase", "")
         if phase != previous.get("phase"):
             metrics.PHASE_TRANSITIONS.labels(job.namespace, phase).inc()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from torchyard import labels as keys
 from torchyard.kube.cache import EXPECTATION_SECONDS, WatchCache
+from torchyard.reconcile.observe import view_pod
 
 
 def pod(name, version, job="digits", deleting=False):
@@ -89,3 +90,23 @@ def test_a_relist_drops_what_a_watch_missed_but_keeps_what_it_saw_since():
     assert names(cache.pods("ml", "digits")) == ["digits-worker-1"]
     cache.relist("ml", [], [], [], (10, 10, 10))
     assert cache.job("ml", "digits") is None
+
+
+def test_the_cache_keeps_of_a_pod_all_that_a_pass_reads_and_little_else():
+    full = {"metadata": {"namespace": "ml", "name": "digits-worker-1", "uid": "u1", "resourceVersion": "9",
+                         "labels": {keys.JOB_NAME: "digits", keys.ROLE: "worker", keys.INDEX: "1", keys.ATTEMPT: "2"},
+                         "annotations": {"big": "x" * 4096}, "managedFields": [{"manager": "kubelet"}],
+                         "deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": 30},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "trainer", "env": [{"name": "A", "value": "1"}]}]},
+            "status": {"phase": "Failed", "reason": "Evicted", "message": "node low on memory",
+                       "conditions": [{"type": "Ready", "status": "False"},
+                                      {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                       "message": "0/3 nodes"}],
+                       "containerStatuses": [{"name": "trainer", "ready": False, "restartCount": 3, "image": "t:1",
+                                              "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled",
+                                                                       "message": "killed"}}}]}}
+    cache = WatchCache()
+    cache.seen_pod(full)
+    [kept] = cache.pods("ml", "digits")
+    assert view_pod(kept) == view_pod(full)
+    assert "annotations" not in kept["metadata"] and "containers" not in kept["spec"]

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 import kopf
 
+from torchyard.fanout import Fanout
 from torchyard.handlers.resync import resync_forever
 from torchyard.http import Server, build_app
 from torchyard.jobs import JobReconciler
@@ -20,6 +21,9 @@ from torchyard.serving import ServingReconciler
 from torchyard.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
+# Writes in flight at once from all reconcile workers' passes (kube/client.py keeps a connection
+# for each); 8 workers each starting a gang of a Service and three pods fit.
+FANOUT_THREADS = 32
 
 
 @kopf.on.startup()
@@ -43,7 +47,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     for namespace in options.namespaces or [None]:  # before any watch event: the cache's seed
         await asyncio.to_thread(cached.relist, namespace)
     memo.nodes = NodeHealth()
-    memo.jobs = JobReconciler(cached, options.settings, memo.nodes)
+    memo.fanout = Fanout(FANOUT_THREADS)
+    memo.jobs = JobReconciler(cached, options.settings, memo.nodes, memo.fanout)
     if options.kueue:  # seeded before the first pass: a running queued job must find its Workload
         memo.queueing = await asyncio.to_thread(start_queueing, kube, options.settings, options.namespaces)
         memo.jobs.queueing = memo.queueing
@@ -80,6 +85,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
 async def stop(memo: kopf.Memo, **_) -> None:
     memo.resync.cancel()
     memo.queue.stop()
+    memo.fanout.stop()
     memo.serving_resync.cancel()
     memo.serving.stop()
     await memo.server.stop()

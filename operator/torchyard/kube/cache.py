@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 
 from torchyard import labels as keys
 from torchyard.api import trainingjob as tj
-from torchyard.kube.client import Kube, translated
+from torchyard.kube.client import Kube, plain, translated
 
 EXPECTATION_SECONDS = 30.0
 Key = tuple[str, str]
@@ -39,6 +39,29 @@ def _key(obj: dict) -> Key:
 
 def _meta(obj: dict) -> dict:
     return {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+
+
+# What a pass reads of a pod (reconcile/observe.py: view_pod), and all the cache keeps: a pod as
+# the watch delivers it is ten times that, and a thousand jobs have three thousand pods.
+POD_META = ("name", "namespace", "uid", "labels", "resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds")
+POD_STATUS = ("phase", "reason", "message", "conditions")
+CONTAINER_STATUS = ("name", "state", "ready", "restartCount")
+
+
+SERVICE_META = ("name", "resourceVersion", "deletionTimestamp")
+
+
+def _picked(mapping: dict, keys: tuple[str, ...]) -> dict:
+    return {k: mapping[k] for k in keys if k in mapping}
+
+
+def _slim_pod(obj: dict) -> dict:
+    status = obj.get("status") or {}
+    kept = _picked(status, POD_STATUS)
+    if "containerStatuses" in status:
+        kept["containerStatuses"] = [_picked(cs, CONTAINER_STATUS) for cs in status["containerStatuses"]]
+    return {"metadata": _picked(obj["metadata"], POD_META), "spec": {"nodeName": (obj.get("spec") or {}).get("nodeName")},
+            "status": kept}
 
 
 def _job_of(pod: dict) -> str | None:
@@ -62,7 +85,7 @@ class WatchCache:
     def seen_service(self, obj: dict, deleted: bool = False) -> None:
         with self._lock:
             key = _key(obj)
-            _store(self._services, key, {"metadata": _meta(obj)}, deleted)
+            _store(self._services, key, {"metadata": _picked(obj["metadata"], SERVICE_META)}, deleted)
             self._check(key, f"service/{key[1]}")
 
     def seen_pod(self, obj: dict, deleted: bool = False) -> None:
@@ -70,8 +93,7 @@ class WatchCache:
         if job is None:
             return
         namespace, name = _key(obj)
-        kept = {"metadata": _meta(obj), "spec": {"nodeName": (obj.get("spec") or {}).get("nodeName")},
-                "status": obj.get("status") or {}}  # what a pass reads of a pod (reconcile/observe.py)
+        kept = _slim_pod(obj)
         with self._lock:
             pods = self._pods.setdefault((namespace, job), {})
             _store(pods, name, kept, deleted)
@@ -194,17 +216,15 @@ class CachedKube(Kube):
         with translated(f"list TrainingJobs, pods and Services in {scope}"):
             if namespace:
                 jobs = self.custom.list_namespaced_custom_object(tj.GROUP, tj.VERSION, namespace, tj.PLURAL)
-                pods = self.core.list_namespaced_pod(namespace, label_selector=selector)
-                services = self.core.list_namespaced_service(namespace, label_selector=selector)
+                pods = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+                services = self.core.list_namespaced_service(namespace, label_selector=selector, _preload_content=False)
             else:
                 jobs = self.custom.list_cluster_custom_object(tj.GROUP, tj.VERSION, tj.PLURAL)
-                pods = self.core.list_pod_for_all_namespaces(label_selector=selector)
-                services = self.core.list_service_for_all_namespaces(label_selector=selector)
-        plain = self.api.sanitize_for_serialization
-        self.cache.relist(namespace, jobs.get("items", []), [plain(p) for p in pods.items],
-                          [plain(s) for s in services.items],
-                          (int(jobs["metadata"]["resourceVersion"]), int(pods.metadata.resource_version),
-                           int(services.metadata.resource_version)))
+                pods = self.core.list_pod_for_all_namespaces(label_selector=selector, _preload_content=False)
+                services = self.core.list_service_for_all_namespaces(label_selector=selector, _preload_content=False)
+            pods, services = plain(pods), plain(services)
+        self.cache.relist(namespace, jobs.get("items", []), pods["items"], services["items"],
+                          tuple(int(listing["metadata"]["resourceVersion"]) for listing in (jobs, pods, services)))
 
     def get_job(self, namespace: str, name: str) -> dict | None:
         return self.cache.job(namespace, name)

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = (5.0, 30.0)  # seconds to connect, seconds to wait for an answer
 DISCOVERY_SECONDS = 60.0  # how long an answer of `serves` is trusted
+# Connections kept open to the API server: enough for every reconcile worker and every write a
+# pass sends at once (torchyard.fanout); a request beyond the pool opens a connection and drops it.
+POOL_CONNECTIONS = 64
 
 
 def load_config() -> None:
@@ -42,7 +45,7 @@ def load_config() -> None:
 
 class Kube:
     def __init__(self, api_client: client.ApiClient | None = None):
-        self.api = api_client or client.ApiClient()
+        self.api = api_client or client.ApiClient(_pooled(client.Configuration.get_default_copy()))
         _default_timeout(self.api)
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
@@ -86,15 +89,15 @@ class Kube:
 
     def list_job_pods(self, namespace: str, job_name: str) -> list[dict]:
         with translated(f"list pods of {namespace}/{job_name}"):
-            pods = self.core.list_namespaced_pod(namespace, label_selector=labels.job_selector(job_name))
-        return [self.api.sanitize_for_serialization(p) for p in pods.items]
+            return plain(self.core.list_namespaced_pod(namespace, label_selector=labels.job_selector(job_name),
+                                                       _preload_content=False))["items"]
 
     def create_pod(self, manifest: dict) -> None:
         if gang.POD_FIELD in manifest["spec"]:
             return self._create_as_is(f"/api/v1/namespaces/{manifest['metadata']['namespace']}/pods", manifest)
         meta = manifest["metadata"]
         with translated(f"create pod {meta['namespace']}/{meta['name']}"), ignoring(409):
-            self.core.create_namespaced_pod(meta["namespace"], manifest)
+            _unread(self.core.create_namespaced_pod(meta["namespace"], manifest, _preload_content=False))
 
     def delete_pod(self, namespace: str, name: str, force: bool = False) -> None:
         grace = 0 if force else None
@@ -107,7 +110,7 @@ class Kube:
     def create_service(self, manifest: dict) -> None:
         meta = manifest["metadata"]
         with translated(f"create service {meta['namespace']}/{meta['name']}"), ignoring(409):
-            self.core.create_namespaced_service(meta["namespace"], manifest)
+            _unread(self.core.create_namespaced_service(meta["namespace"], manifest, _preload_content=False))
 
 
     # --- gang scheduling: the Workload of a job in gang mode (builders/gang.py) -------------------
@@ -192,7 +195,7 @@ class Kube:
         }
         try:
             with translated(f"create event for {meta['namespace']}/{meta['name']}"):
-                self.core.create_namespaced_event(meta["namespace"], event)
+                _unread(self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False))
         except kopf.PermanentError as exc:  # an event is worth a log line, never a failed reconcile
             log.warning("%s", exc)
 
@@ -287,8 +290,8 @@ class Kube:
 
     def list_deployments(self, namespace: str, label_selector: str) -> list[dict]:
         with translated(f"list Deployments in {namespace}"):
-            items = self.apps.list_namespaced_deployment(namespace, label_selector=label_selector).items
-        return [self.api.sanitize_for_serialization(d) for d in items]
+            return plain(self.apps.list_namespaced_deployment(namespace, label_selector=label_selector,
+                                                              _preload_content=False))["items"]
 
     def create_deployment(self, manifest: dict) -> None:
         meta = manifest["metadata"]
@@ -305,19 +308,40 @@ class Kube:
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict]:
         with translated(f"list pods in {namespace}"):
-            pods = self.core.list_namespaced_pod(namespace, label_selector=label_selector)
-        return [self.api.sanitize_for_serialization(p) for p in pods.items]
+            return plain(self.core.list_namespaced_pod(namespace, label_selector=label_selector,
+                                                       _preload_content=False))["items"]
 
     # the stable Service
 
     def get_service(self, namespace: str, name: str) -> dict | None:
         with translated(f"get service {namespace}/{name}"):
-            found = _or_none(lambda: self.core.read_namespaced_service(name, namespace))
-        return self.api.sanitize_for_serialization(found) if found is not None else None
+            return _or_none(lambda: plain(self.core.read_namespaced_service(name, namespace, _preload_content=False)))
 
     def patch_service(self, namespace: str, name: str, patch: dict) -> None:
         with translated(f"patch service {namespace}/{name}"):
             self.core.patch_namespaced_service(name, namespace, patch)
+
+
+def _pooled(configuration: client.Configuration) -> client.Configuration:
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, POOL_CONNECTIONS)
+    return configuration
+
+
+def plain(response) -> dict:
+    """The API server's JSON answer as dicts, as the watches deliver objects: read with
+    `_preload_content=False`, it skips the client's models (slow to build, and turned back
+    into dicts at once)."""
+    try:
+        return json.loads(response.data)
+    finally:
+        response.release_conn()
+
+
+def _unread(response) -> None:
+    """A write whose answer the operator does not read (the watch brings the object): its body is
+    neither turned into the client's models nor kept, only drained so the connection is reused."""
+    response.drain_conn()
+    response.release_conn()
 
 
 def _default_timeout(api: client.ApiClient) -> None:
