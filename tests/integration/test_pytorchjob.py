@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.waits import wait_for
+from test_examples import _contains
 from torchyard.convert import convert_documents
 
 GROUP, VERSION, PLURAL = "torchyard.dev", "v1alpha1", "trainingjobs"
@@ -17,15 +18,6 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "unit" / "pytorchjob"
 CONVERTED = [(path.name, outcome) for path in sorted(EXAMPLES.glob("*.yaml"))
              for _, _, outcome in convert_documents(path.read_text()) if outcome is not None]
 ALLOW = "TORCHYARD_ALLOW_SECURITY_CONTEXT_OVERRIDES"
-
-
-def _contains(big, small) -> bool:
-    """True when every field of `small` is in `big` with the same value (defaults may be added)."""
-    if isinstance(small, dict):
-        return isinstance(big, dict) and all(k in big and _contains(big[k], v) for k, v in small.items())
-    if isinstance(small, list):
-        return isinstance(big, list) and len(big) == len(small) and all(map(_contains, big, small))
-    return big == small or str(big) == str(small)  # quantities come back as strings
 
 
 def create(cluster, namespace: str, body: dict) -> dict:
