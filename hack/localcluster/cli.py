@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import host, realnode
-from .cluster import ClusterError, LocalCluster
+from . import host, realnode, restart
+from .cluster import COMMANDS, ClusterError, LocalCluster
 from .config import Binaries, cache_dir, default_state_dir, versions
 
 
@@ -33,6 +33,18 @@ def _status(cluster: LocalCluster, args) -> int:
         print(f"{name:24} {'healthy' if ok else 'DOWN':8} pid {pid}")
     print(f"kubeconfig: {cluster.layout.kubeconfig}")
     return 0 if all(health.values()) else 1
+
+
+def _restart(cluster: LocalCluster, args) -> int:
+    took = restart.restart(cluster, args.component, args.down_seconds)
+    print(f"{args.component} restarted, healthy {took:.1f}s after its start")
+    return 0
+
+
+def _revive(cluster: LocalCluster, args) -> int:
+    revived = restart.revive(cluster)
+    print("started again: " + (", ".join(revived) or "none (all running)"))
+    return 0
 
 
 def _import_images(cluster: LocalCluster, args) -> int:
@@ -76,6 +88,13 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="stop the processes this script started; remove the state").set_defaults(
         run=lambda c, a: c.down() or 0)
     sub.add_parser("status", help="health of each component").set_defaults(run=_status)
+    again = sub.add_parser("restart", help="stop one control-plane component and start it again with "
+                                           "the same ports and data (as an upgrade does)")
+    again.add_argument("component", choices=list(COMMANDS))
+    again.add_argument("--down-seconds", type=float, default=0.0, help="how long it stays down")
+    again.set_defaults(run=_restart)
+    sub.add_parser("revive", help="start again each component whose process exited (a supervisor's "
+                                  "job)").set_defaults(run=_revive)
     sub.add_parser("kubeconfig", help="print the admin kubeconfig's path").set_defaults(
         run=lambda c, a: print(c.layout.kubeconfig) or 0)
     sub.add_parser("versions", help="print the pinned component versions").set_defaults(

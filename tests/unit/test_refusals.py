@@ -108,7 +108,9 @@ def test_a_refused_parameter_server_names_spec_parameter_server():
 
 
 @pytest.mark.parametrize("status, message", [(500, "etcd is down"), (503, "unavailable"), (429, "slow down"),
-                                             (409, "conflict"), (403, "exceeded quota: compute, requested: cpu=2")])
+                                             (409, "conflict"), (403, "exceeded quota: compute, requested: cpu=2"),
+                                             (403, 'pods is forbidden: User "system:serviceaccount:ops:torchyard" '
+                                                   'cannot create resource "pods" in API group "" in the namespace "ml"')])
 def test_a_transient_error_leaves_the_job_alone_and_is_retried(status, message):
     kube = FakeKube(ALLREDUCE_CPU, api_error(status, message))
     with pytest.raises(kopf.TemporaryError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from datetime import datetime, timezone
 
@@ -16,6 +17,7 @@ from torchyard.kube.cache import CachedKube, WatchCache
 from torchyard.kube.client import Kube, load_config
 from torchyard.nodes import NodeHealth
 from torchyard.peering import acting
+from torchyard.relist import Relister
 from torchyard.queueing import start_queueing
 from torchyard.serving import ServingReconciler
 from torchyard.workqueue import WorkQueue
@@ -26,13 +28,23 @@ log = logging.getLogger(__name__)
 FANOUT_THREADS = 32
 
 
+class RetryForever:
+    """kopf's backoffs between attempts of one API request: 1, 2, 5, then every 10 s, never
+    exhausted. kopf ends a watch whose request ran out of attempts and never starts it again, so an
+    API server down (or refusing, while its RBAC loads after a restart) for longer than a finite
+    list would leave the operator blind while it looks healthy."""
+
+    def __iter__(self):
+        return itertools.chain((1, 2, 5), itertools.repeat(10))
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     options = memo.options
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = options.workers
     settings.watching.server_timeout = 300
-    settings.networking.error_backoffs = [1, 2, 5, 10]
+    settings.networking.error_backoffs = RetryForever()
     if options.peering:
         settings.peering.name = options.peering
         settings.peering.mandatory = True
@@ -55,6 +67,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     memo.queue = WorkQueue(lambda key: memo.jobs.take(key, memo.queue.add_after), options.workers)
     memo.jobs.on_due = memo.queue.add_after
     memo.queue.start()
+    memo.relister = Relister(lambda: relist_all(cached, options.namespaces),
+                             lambda: queue_all(memo.queue, memo.cache))
     memo.serving = ServingReconciler(kube, options.settings)
     memo.server = Server(build_app(memo.jobs.accept_progress), options.http_host, options.http_port)
     await memo.server.start()
@@ -89,6 +103,16 @@ async def stop(memo: kopf.Memo, **_) -> None:
     memo.serving_resync.cancel()
     memo.serving.stop()
     await memo.server.stop()
+
+
+def relist_all(cached: CachedKube, namespaces: list[str] | None) -> None:
+    for namespace in namespaces or [None]:
+        cached.relist(namespace)
+
+
+def queue_all(queue: WorkQueue, cache: WatchCache) -> None:
+    for key in cache.job_keys():
+        queue.add(key)
 
 
 async def safety_resync_forever(cached: CachedKube, queue: WorkQueue, namespaces: list[str] | None,

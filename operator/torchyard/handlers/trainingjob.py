@@ -25,6 +25,7 @@ OWNED = {keys.JOB_NAME: kopf.PRESENT, keys.MANAGED_BY: keys.MANAGER}
 async def trainingjob_event(event: dict, namespace: str, name: str, memo: kopf.Memo, **_) -> None:
     deleted = event.get("type") == "DELETED"
     memo.cache.seen_job(event["object"], deleted)
+    listed(event, memo)
     if deleted:
         jobs: JobReconciler = memo.jobs
         jobs.forget(namespace, name)
@@ -35,10 +36,19 @@ async def trainingjob_event(event: dict, namespace: str, name: str, memo: kopf.M
 @kopf.on.event("", "v1", "pods", labels=OWNED)
 async def pod_event(event: dict, namespace: str, labels: dict, memo: kopf.Memo, **_) -> None:
     memo.cache.seen_pod(event["object"], event.get("type") == "DELETED")
+    listed(event, memo)
     memo.queue.add((namespace, labels[keys.JOB_NAME]))
 
 
 @kopf.on.event("", "v1", "services", labels=OWNED)
 async def service_event(event: dict, namespace: str, labels: dict, memo: kopf.Memo, **_) -> None:
     memo.cache.seen_service(event["object"], event.get("type") == "DELETED")
+    listed(event, memo)
     memo.queue.add((namespace, labels[keys.JOB_NAME]))
+
+
+def listed(event: dict, memo: kopf.Memo) -> None:
+    """kopf shows a listing afresh as events of type None; what it deleted meanwhile it cannot show
+    (torchyard.relist): the cache lists afresh too."""
+    if event.get("type") is None:
+        memo.relister.request()

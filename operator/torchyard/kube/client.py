@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from datetime import datetime, timezone
@@ -27,6 +28,9 @@ from torchyard.api import modelversion as mv_api
 from torchyard.builders import gang
 
 log = logging.getLogger(__name__)
+# How the authorizer words a denial ("pods is forbidden: User "x" cannot create resource ..."),
+# unlike admission's refusals of an object ("violates PodSecurity ...").
+RBAC_DENIED = re.compile(r'User ".*" cannot \w+ resource')
 
 REQUEST_TIMEOUT = (5.0, 30.0)  # seconds to connect, seconds to wait for an answer
 DISCOVERY_SECONDS = 60.0  # how long an answer of `serves` is trusted
@@ -408,10 +412,13 @@ class Refused(kopf.PermanentError):
 
 
 def _transient(exc: ApiException) -> bool:
-    """5xx, 429 and a quota that is full right now: worth asking again later."""
+    """5xx, 429, a quota that is full right now, and an authorization denial: worth asking again
+    later. A restarted API server denies every request for a moment while its RBAC loads; a role
+    the operator lacks is the admin's to fix, not the job's to fail for (it shows as Stalled)."""
     if exc.status == 429 or exc.status is None or exc.status >= 500:
         return True
-    return exc.status == 403 and "exceeded quota" in _api_message(exc)
+    message = _api_message(exc)
+    return exc.status == 403 and ("exceeded quota" in message or bool(RBAC_DENIED.search(message)))
 
 
 def _api_message(exc: ApiException) -> str:
