@@ -80,6 +80,8 @@ class JobReconciler(Reconciler):
             return
         if managed_elsewhere(obj):  # spec.runPolicy.managedBy: another controller runs it
             return
+        if self._unsettled(namespace, name):
+            return
         previous = obj.get("status") or {}
         now = datetime.now(timezone.utc)
         try:
@@ -109,6 +111,18 @@ class JobReconciler(Reconciler):
             self._record(obj, job, previous, plan)
         self.registry.record(obj, job, plan.status)
         self._schedule(job, plan.status, observed)
+        if self.on_due and plan.status != previous and not _acts(plan):
+            if hold is not None or not _settled(job, plan, observed):  # a queued job's gate is no pure decision
+                self.on_due((namespace, name), 0)
+
+    def _unsettled(self, namespace: str, name: str) -> bool:
+        """While the watch has yet to show this job's own creates and deletes, a pass would see
+        the world from before them: it waits (as controllers' expectations do) and goes once the
+        watch shows them (their events queue the job) or they stop being expected."""
+        wait = self.kube.unsettled(namespace, name) if self.on_due else 0.0
+        if wait > 0:
+            self.on_due((namespace, name), wait)
+        return wait > 0
 
     def _schedule(self, job: TrainingJob, status: dict, observed: Observed) -> None:
         """Queue the job's next pass for when a time-based rule falls due (no sweep finds it)."""
@@ -263,10 +277,26 @@ def _create(create, manifest: dict, field: str):
         raise SpecError(field, f"was refused by the API server: {exc}") from exc
 
 
+def _acts(plan: Plan) -> bool:
+    """Whether the plan writes anything but status: the watch then shows it, and queues the job."""
+    return bool(plan.create_service or plan.create_pods or plan.delete_pods or plan.force_delete_pods
+                or plan.delete_job or plan.create_workload)
+
+
+def _settled(job: TrainingJob, plan: Plan, observed: Observed) -> bool:
+    """Whether a pass that only wrote status would decide the same again from that status. The
+    echo of its own status write queues no pass (kube/cache.py), so a decision that takes two
+    steps (a phase that the next pass acts on) goes again here, with no event."""
+    follow = decide(job, plan.status, observed)
+    return follow.status == plan.status and not _acts(follow)
+
+
 def _records_first(job: TrainingJob, previous: dict, plan: Plan) -> bool:
-    """Whether the status goes before the pod deletions: when a gang restart begins. Deleting the
-    failed pod first, a crash before the status write would leave its failure unrecorded, and the
-    next pass would count the vanished pods as an infrastructure restart. Recorded first, the new
-    attempt number is what makes the next pass delete the old gang, so nothing is lost either way."""
+    """Whether the status goes before the pod deletions: when a restart begins, of the gang or
+    (restartScope Pod) of the failed pods. Deleting first, a crash before the status write would
+    leave the failure unrecorded: the next pass would count a vanished gang as an infrastructure
+    restart, or recreate a vanished pod with its failure never counted. Recorded first, the new
+    attempt number makes the next pass delete the old gang, and status.countedFailures the counted
+    pods, without counting anything twice (reconcile/decide.py)."""
     new_attempt = plan.status.get("attempt", 0) != previous.get("attempt", 0)
-    return new_attempt and bool(plan.delete_pods) and job.spec.run_policy.restart_scope == "Gang"
+    return new_attempt and bool(plan.delete_pods)

@@ -75,3 +75,33 @@ def test_a_gang_restart_is_recorded_before_the_old_gang_is_deleted():
     assert sorted(w[2] for w in kube.writes if w[0] == "delete_pod") == ["digits-worker-0", "digits-worker-1"]
     assert (kube.job["status"]["attempt"], kube.job["status"]["restarts"]) == (1, 1)
     assert kube.job["status"].get("infrastructureRestarts", 0) == 0
+
+
+class Unsettled(FakeKube):
+    """Its own creates have yet to show in the watch for `wait` seconds more."""
+
+    def __init__(self, *args, wait: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.wait = wait
+
+    def unsettled(self, namespace, name):
+        return self.wait
+
+
+def test_a_job_whose_own_writes_have_yet_to_show_waits_for_them_and_reads_nothing():
+    kube, queued = Unsettled(dict(RUNNING), [pod(0)], wait=12.5), []
+    jobs = JobReconciler(kube, Settings())
+    jobs.on_due = lambda key, delay: queued.append((key, delay))
+    jobs.reconcile("ml", "digits")
+    assert kube.writes == [] and queued == [(("ml", "digits"), 12.5)]
+
+
+def test_a_pass_that_only_wrote_status_goes_again_only_when_the_next_decision_differs():
+    pending = {**RUNNING, "phase": "Pending"}
+    kube, queued = Unsettled(pending, [pod(0), pod(1)]), []
+    jobs = JobReconciler(kube, Settings())
+    jobs.on_due = lambda key, delay: queued.append((key, delay))
+    jobs.reconcile("ml", "digits")
+    assert kube.job["status"]["phase"] == "Running"
+    assert [w[0] for w in kube.writes if w[0] != "emit_event"] == ["patch_job_status"]
+    assert all(delay > 0 for _, delay in queued)  # only time-based rules; nothing at once

@@ -110,3 +110,27 @@ def test_the_cache_keeps_of_a_pod_all_that_a_pass_reads_and_little_else():
     [kept] = cache.pods("ml", "digits")
     assert view_pod(kept) == view_pod(full)
     assert "annotations" not in kept["metadata"] and "containers" not in kept["spec"]
+
+
+def test_an_event_says_whether_it_changed_what_a_pass_reads():
+    cache = WatchCache()
+    running = {**pod("digits-worker-0", 1), "status": {"phase": "Running"}}
+    assert cache.seen_pod(running)
+    assert not cache.seen_pod({**running, "metadata": {**running["metadata"], "resourceVersion": "2"},
+                               "status": {"phase": "Running", "podIP": "10.0.0.7"}})  # no pass reads the IP
+    assert cache.seen_pod({**running, "metadata": {**running["metadata"], "resourceVersion": "3"},
+                           "status": {"phase": "Failed"}})
+    assert cache.seen_pod(running, deleted=True) and not cache.seen_pod(running, deleted=True)
+    job = {"metadata": {"namespace": "ml", "name": "digits", "resourceVersion": "5"}, "status": {"phase": "Running"}}
+    assert cache.seen_job(job) and not cache.seen_job(job)  # the echo of the operator's own status write
+
+
+def test_a_job_with_writes_in_flight_is_unsettled_until_the_watch_shows_them_or_they_expire():
+    clock = Clock()
+    cache = WatchCache(clock)
+    assert cache.unsettled("ml", "digits") == 0
+    cache.expect("ml", "digits", "pod/digits-worker-0", "create")
+    clock.now = 10
+    assert cache.unsettled("ml", "digits") == EXPECTATION_SECONDS - 10
+    cache.seen_pod(pod("digits-worker-0", 1))
+    assert cache.unsettled("ml", "digits") == 0

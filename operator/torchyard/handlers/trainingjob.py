@@ -2,8 +2,8 @@
 
 No change handlers (create/update/delete) are used on purpose: they would need kopf's progress
 storage and a finalizer, and a level-based reconcile needs neither. Each event puts the object
-it shows into the watch cache (what a pass observes) and queues the job's key; the queue folds a
-burst of events into a few passes (torchyard.workqueue). A slow resync from the cache covers
+it shows into the watch cache (what a pass observes) and, when that changed what a pass reads,
+queues the job's key; the queue folds a burst of events into a few passes (torchyard.workqueue). A slow resync from the cache covers
 time (deadlines, TTL) and retries.
 """
 
@@ -24,27 +24,29 @@ OWNED = {keys.JOB_NAME: kopf.PRESENT, keys.MANAGED_BY: keys.MANAGER}
 @kopf.on.event(tj.GROUP, tj.VERSION, tj.PLURAL)
 async def trainingjob_event(event: dict, namespace: str, name: str, memo: kopf.Memo, **_) -> None:
     deleted = event.get("type") == "DELETED"
-    memo.cache.seen_job(event["object"], deleted)
+    changed = memo.cache.seen_job(event["object"], deleted)
     listed(event, memo)
     if deleted:
         jobs: JobReconciler = memo.jobs
         jobs.forget(namespace, name)
-        return
-    memo.queue.add((namespace, name))
+    elif changed or event.get("type") is None:  # not the echo of the operator's own status write
+        memo.queue.add((namespace, name))
 
 
 @kopf.on.event("", "v1", "pods", labels=OWNED)
 async def pod_event(event: dict, namespace: str, labels: dict, memo: kopf.Memo, **_) -> None:
-    memo.cache.seen_pod(event["object"], event.get("type") == "DELETED")
+    changed = memo.cache.seen_pod(event["object"], event.get("type") == "DELETED")
     listed(event, memo)
-    memo.queue.add((namespace, labels[keys.JOB_NAME]))
+    if changed or event.get("type") is None:  # a change no pass reads (an IP, an image ID) needs none
+        memo.queue.add((namespace, labels[keys.JOB_NAME]))
 
 
 @kopf.on.event("", "v1", "services", labels=OWNED)
 async def service_event(event: dict, namespace: str, labels: dict, memo: kopf.Memo, **_) -> None:
-    memo.cache.seen_service(event["object"], event.get("type") == "DELETED")
+    changed = memo.cache.seen_service(event["object"], event.get("type") == "DELETED")
     listed(event, memo)
-    memo.queue.add((namespace, labels[keys.JOB_NAME]))
+    if changed or event.get("type") is None:  # a change no pass reads (an IP, an image ID) needs none
+        memo.queue.add((namespace, labels[keys.JOB_NAME]))
 
 
 def listed(event: dict, memo: kopf.Memo) -> None:

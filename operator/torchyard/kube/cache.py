@@ -77,29 +77,32 @@ class WatchCache:
         self._services: dict[Key, dict] = {}
         self._expected: dict[Key, dict[str, tuple[str, float]]] = {}  # (namespace, job) -> what -> (kind, until)
 
-    # What the watches deliver.
-    def seen_job(self, obj: dict, deleted: bool = False) -> None:
+    # What the watches deliver. Each says whether what a pass reads changed: the echo of the
+    # operator's own status write, or a pod's change in a field no pass reads, needs no pass.
+    def seen_job(self, obj: dict, deleted: bool = False) -> bool:
         with self._lock:
-            _store(self._jobs, _key(obj), {**obj, "metadata": _meta(obj)}, deleted)
+            return _store(self._jobs, _key(obj), {**obj, "metadata": _meta(obj)}, deleted)
 
-    def seen_service(self, obj: dict, deleted: bool = False) -> None:
+    def seen_service(self, obj: dict, deleted: bool = False) -> bool:
         with self._lock:
             key = _key(obj)
-            _store(self._services, key, {"metadata": _picked(obj["metadata"], SERVICE_META)}, deleted)
+            changed = _store(self._services, key, {"metadata": _picked(obj["metadata"], SERVICE_META)}, deleted)
             self._check(key, f"service/{key[1]}")
+            return changed
 
-    def seen_pod(self, obj: dict, deleted: bool = False) -> None:
+    def seen_pod(self, obj: dict, deleted: bool = False) -> bool:
         job = _job_of(obj)
         if job is None:
-            return
+            return False
         namespace, name = _key(obj)
         kept = _slim_pod(obj)
         with self._lock:
             pods = self._pods.setdefault((namespace, job), {})
-            _store(pods, name, kept, deleted)
+            changed = _store(pods, name, kept, deleted)
             if not pods:
                 del self._pods[(namespace, job)]
             self._check((namespace, job), f"pod/{name}")
+            return changed
 
     def relist(self, namespace: str | None, jobs: list[dict], pods: list[dict], services: list[dict],
                versions: tuple[int, int, int]) -> None:
@@ -177,6 +180,14 @@ class WatchCache:
             return obj is not None
         return obj is None or bool(obj["metadata"].get("deletionTimestamp"))
 
+    def unsettled(self, namespace: str, job: str) -> float:
+        """Seconds until the last of the job's writes in flight stops being expected; 0 when the
+        watch shows them all."""
+        with self._lock:
+            if not self._pending((namespace, job)):
+                return 0.0
+            return max(until for _, until in self._expected[(namespace, job)].values()) - self._clock()
+
     def _pending(self, key: Key, only: str | None = None) -> bool:
         expected = self._expected.get(key)
         if not expected:
@@ -189,11 +200,20 @@ class WatchCache:
         return bool(expected) if only is None else only in expected
 
 
-def _store(table: dict, key, obj: dict, deleted: bool) -> None:
+def _store(table: dict, key, obj: dict, deleted: bool) -> bool:
+    """Keep `obj` unless an older version; whether anything but the version changed."""
+    old = table.get(key)
     if deleted:
         table.pop(key, None)
-    elif key not in table or _version(obj) >= _version(table[key]):
-        table[key] = obj
+        return old is not None
+    if old is not None and _version(obj) < _version(old):
+        return False
+    table[key] = obj
+    return old is None or _unversioned(old) != _unversioned(obj)
+
+
+def _unversioned(obj: dict) -> dict:
+    return {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}}
 
 
 def _prune(table: dict, in_scope, listed: set, version: int) -> None:
@@ -228,6 +248,9 @@ class CachedKube(Kube):
 
     def get_job(self, namespace: str, name: str) -> dict | None:
         return self.cache.job(namespace, name)
+
+    def unsettled(self, namespace: str, job_name: str) -> float:
+        return self.cache.unsettled(namespace, job_name)
 
     def list_job_pods(self, namespace: str, job_name: str) -> list[dict]:
         pods = self.cache.pods(namespace, job_name)

@@ -111,6 +111,11 @@ class Kube:
     def service_exists(self, namespace: str, name: str) -> bool:
         return self.get_service(namespace, name) is not None
 
+    def unsettled(self, namespace: str, job_name: str) -> float:
+        """Seconds until reads of the job's pods and Service may stop waiting for its own writes to
+        show: always 0 here, where every read goes to the API server (kube/cache.py waits)."""
+        return 0.0
+
     def create_service(self, manifest: dict) -> None:
         meta = manifest["metadata"]
         with translated(f"create service {meta['namespace']}/{meta['name']}"), ignoring(409):
