@@ -427,6 +427,7 @@ def _status_sequence():
         (job(), (pod("worker", 0), pod("worker", 1, "Unknown"))),
         (job(), (pod("worker", 0), pod("worker", 1, "Failed", reason="Evicted"))),
         (job(), (pod("worker", 0, attempt=1), pod("worker", 1, "Failed", attempt=1, exit_code=137, reason="OOMKilled"))),
+        (job(restartScope="Pod"), (pod("worker", 0, attempt=2), pod("worker", 1, "Failed", attempt=2, exit_code=137))),
         (job(), (pod("worker", 0, "Succeeded", attempt=2, message=result), pod("worker", 1, "Succeeded", attempt=2))),
         (job(PARAMETER_SERVER), (pod("ps", 0, job_name="ps"), pod("worker", 0, job_name="ps"))),
     ]

@@ -135,6 +135,26 @@ def test_pod_scope_replaces_only_the_failed_pod():
     assert plan.delete_pods == [] and plan.status["phase"] == "Running"
 
 
+def test_pod_scope_counts_a_failure_once_across_a_crash_between_status_and_delete():
+    failed = pod("worker", 1, "Failed", exit_code=137)
+    first = decide(job(restartScope="Pod"), RUNNING, observe(pod("worker", 0), failed))
+    assert first.status["countedFailures"] == [failed.uid] and first.status["restarts"] == 1
+    # The status was written and the operator died before the delete: the pod is still there.
+    again = decide(job(restartScope="Pod"), first.status, observe(pod("worker", 0), failed))
+    assert again.delete_pods == ["digits-worker-1"]
+    assert (again.status["restarts"], again.status["attempt"]) == (1, 1)
+    # Once it is gone its slot is filled, and the list is removed from the status (null in the patch).
+    done = decide(job(restartScope="Pod"), again.status, observe(pod("worker", 0)))
+    assert done.create_pods == [("worker", 1)] and done.status["countedFailures"] is None
+    assert (done.status["restarts"], done.status["attempt"]) == (1, 1)
+    # A later failure of the other pod (an older attempt's) is a new one, and counted.
+    stored = {k: v for k, v in done.status.items() if v is not None}
+    later = decide(job(restartScope="Pod"), stored, observe(pod("worker", 0, "Failed", exit_code=137),
+                                                             pod("worker", 1, attempt=1)))
+    assert later.delete_pods == ["digits-worker-0"] and later.status["restarts"] == 2
+    assert later.status["countedFailures"] == ["uid-worker-0-0"]
+
+
 @pytest.mark.parametrize("code, phase", [(1, "Failed"), (2, "Failed"), (127, "Failed"), (137, "Restarting"), (143, "Restarting")])
 def test_exit_code_policy_splits_permanent_and_retryable(code, phase):
     # kubeflow/trainer#2044: a permanent exit code left the job Restarting forever.

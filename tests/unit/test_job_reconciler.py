@@ -77,6 +77,22 @@ def test_a_gang_restart_is_recorded_before_the_old_gang_is_deleted():
     assert kube.job["status"].get("infrastructureRestarts", 0) == 0
 
 
+def test_a_pod_scope_restart_is_recorded_before_the_failed_pod_is_deleted_and_counted_once():
+    kube = FakeKube(dict(RUNNING), [pod(0), pod(1, "Failed", exit_code=1)], crash_on="delete_pod")
+    kube.job["spec"]["runPolicy"]["restartScope"] = "Pod"
+    with pytest.raises(Crash):
+        JobReconciler(kube, Settings()).reconcile("ml", "digits")
+    assert [w[0] for w in kube.writes][0] == "patch_job_status"  # and then the crash
+    status = kube.job["status"]
+    assert (status["attempt"], status["restarts"], status["countedFailures"]) == (1, 1, ["u1"])
+
+    # The restarted operator deletes the counted pod and counts nothing again.
+    kube.crash_on = ""
+    JobReconciler(kube, Settings()).reconcile("ml", "digits")
+    assert [w[2] for w in kube.writes if w[0] == "delete_pod"] == ["digits-worker-1"]
+    assert (kube.job["status"]["attempt"], kube.job["status"]["restarts"]) == (1, 1)
+
+
 class Unsettled(FakeKube):
     """Its own creates have yet to show in the watch for `wait` seconds more."""
 

@@ -30,6 +30,7 @@ from torchyard_spec import contract
 INFRASTRUCTURE_RESTART_LIMIT = 10
 
 PENDING, RUNNING, RESTARTING = "Pending", "Running", "Restarting"
+COUNTED = "countedFailures"
 SUCCEEDED, FAILED, SUSPENDED = "Succeeded", "Failed", "Suspended"
 TERMINAL = (SUCCEEDED, FAILED)
 # Reasons of a job in gang mode (spec.runPolicy.gangScheduling) that waits: the cluster cannot
@@ -72,6 +73,7 @@ def decide(job: TrainingJob, previous: Mapping[str, Any], observed: Observed) ->
         _suspend(job, observed, plan)
     else:
         _active(job, previous, observed, plan)
+    _counted_once(previous, plan.status)
     plan.delete_pods = list(dict.fromkeys(plan.delete_pods))
     plan.delete_pods, forced = faults.spare_faulty_nodes(observed.pods, observed.node_faults, plan.delete_pods)
     plan.force_delete_pods = list(dict.fromkeys(plan.force_delete_pods + forced))
@@ -101,6 +103,17 @@ def _carry(previous: Mapping[str, Any], job: TrainingJob) -> dict[str, Any]:
     status["conditions"] = list(status.get("conditions") or [])
     status["observedGeneration"] = job.generation
     return status
+
+
+def _counted_once(previous: Mapping[str, Any], status: dict[str, Any]) -> None:
+    """status.countedFailures lists the failed pods a restartScope Pod restart counted and is
+    replacing. The status goes first, then the deletes (jobs.py): a crash in between leaves a pod
+    listed there, which the next pass deletes without counting it again. Written only while it
+    lists a pod; null (removed by the merge patch) once it lists none."""
+    if not status.get(COUNTED):
+        status.pop(COUNTED, None)
+        if previous.get(COUNTED):
+            status[COUNTED] = None
 
 
 # --- terminal -----------------------------------------------------------------------------------
@@ -145,16 +158,20 @@ def _active(job: TrainingJob, previous: Mapping[str, Any], observed: Observed, p
 
     scope_gang = job.spec.run_policy.restart_scope == "Gang"
     slots = _slots(job)
+    counted = set(previous.get(COUNTED) or ())
     current: dict[tuple[str, int], PodView] = {}
     for pod in observed.pods:
         if pod.deleting:
             _force_if_stuck(pod, observed, plan)
         elif (pod.role, pod.index) not in slots:
             plan.delete_pods.append(pod.name)  # left over from a spec with more replicas
+        elif pod.uid in counted:
+            plan.delete_pods.append(pod.name)  # its failure is counted; a crash cut its deletion short
         elif scope_gang and pod.attempt < status["attempt"]:
             plan.delete_pods.append(pod.name)  # a member of a gang that was restarted
         else:
             current[(pod.role, pod.index)] = pod
+    status[COUNTED] = [p.uid for p in observed.pods if p.uid in counted and not p.deleting]
 
     if _all_workers_succeeded(job, current):
         return _succeed(job, current, observed, plan)
@@ -336,6 +353,8 @@ def _restart_or_fail(job, current, failures: list[Failure], lost: list[str], pla
         plan.delete_pods.extend(p.name for p in current.values())
     else:
         plan.delete_pods.extend(f.pod for f in failures)
+        uids = {p.name: p.uid for p in current.values()}
+        status[COUNTED] = status.get(COUNTED, []) + [uids[f.pod] for f in failures if f.pod in uids]
     what = failures[0].describe() if failures else f"pods disappeared: {', '.join(lost)}"
     scope = "the whole gang" if gang else "the failed pods"
     _set_phase(plan, job, now, RESTARTING, reason, f"restarting {scope} (attempt {status['attempt']}): {what}")
