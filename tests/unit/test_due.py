@@ -13,6 +13,7 @@ import pytest
 from jobs import NOW, job, pod
 from torchyard.reconcile.decide import Observed, decide
 from torchyard.reconcile.due import next_due
+from torchyard.reconcile.observe import parse_time
 from torchyard.reconcile.nodes import NodeFault
 
 RUNNING = {"phase": "Running", "startTime": "2026-01-01T11:00:00Z", "attemptStartTime": "2026-01-01T11:00:00Z",
@@ -60,3 +61,12 @@ def test_the_decision_changes_exactly_when_due(case, tj, status, seen):
 def test_a_job_without_time_rules_is_never_due():
     plan = decide(job(), RUNNING, observed(*BOTH))
     assert next_due(job(), plan.status, observed(*BOTH)) is None
+
+
+def test_a_moment_already_past_is_not_due_again():
+    # A gang that got Running after its startup deadline's moment is not queued again every second.
+    tj = job(startupDeadlineSeconds=600, activeDeadlineSeconds=7200)
+    started = {**RUNNING, "attemptStartTime": "2026-01-01T10:00:00Z"}
+    plan = decide(tj, started, observed(*BOTH))
+    assert plan.status["phase"] == "Running"
+    assert next_due(tj, plan.status, observed(*BOTH)) == parse_time(plan.status["startTime"]) + timedelta(seconds=7200)

@@ -21,8 +21,10 @@ RUNNING = "Running"
 
 
 def next_due(job: TrainingJob, status: Mapping[str, Any], observed: Observed) -> datetime | None:
-    """The earliest moment after which a pass may decide differently with nothing else changed."""
-    moments = [m for m in _moments(job, status, observed) if m is not None]
+    """The earliest moment after which a pass may decide differently with nothing else changed.
+    A moment already past is not one: the pass at `observed.now` decided with it (a Running job
+    past its startup deadline would otherwise be queued again every second, for good)."""
+    moments = [m for m in _moments(job, status, observed) if m is not None and m > observed.now]
     return min(moments) if moments else None
 
 
