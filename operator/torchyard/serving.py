@@ -53,6 +53,7 @@ class ServingReconciler(Reconciler):
         self._guard = threading.Lock()  # guards the timers
         self._timers: dict[Key, tuple[float, threading.Timer]] = {}
         self._models: dict[Key, str] = {}
+        self._known: set[Key] = set()  # every ModelDeployment its watch has shown
 
     def _read(self, namespace: str, name: str) -> dict | None:
         return self.kube.get_model_deployment(namespace, name)
@@ -66,9 +67,20 @@ class ServingReconciler(Reconciler):
             if (obj.get("spec") or {}).get("modelName") == model:
                 self.reconcile(namespace, obj["metadata"]["name"])
 
+    def seen(self, namespace: str, name: str) -> None:
+        """The watch showed this ModelDeployment: the resync goes over it from now on."""
+        self._known.add((namespace, name))
+
+    def known(self, namespace: str | None) -> list[dict]:
+        """The ModelDeployments the watch has shown (in `namespace`, or all), as the resync's
+        listing: no request to the API server, so no ModelDeployment at all costs nothing."""
+        keys = sorted(k for k in self._known if namespace is None or k[0] == namespace)
+        return [{"metadata": {"namespace": ns, "name": name}} for ns, name in keys]
+
     def forget(self, namespace: str, name: str) -> None:
         super().forget(namespace, name)
         key = (namespace, name)
+        self._known.discard(key)
         with self._guard:
             timer = self._timers.pop(key, None)
         if timer is not None:

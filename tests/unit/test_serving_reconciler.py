@@ -140,3 +140,14 @@ def test_a_service_of_the_models_name_made_by_someone_else_is_never_taken_over()
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "InvalidSpec" and degraded["message"].startswith("spec.modelName")
     assert "TrainingJob digits" in degraded["message"]
+
+
+def test_the_resync_goes_over_the_model_deployments_the_watch_showed_without_asking_the_api():
+    serving = ServingReconciler(kube=None, settings=Settings())
+    assert serving.known(None) == []  # none at all: the resync sends no request
+    serving.seen("ml", "digits")
+    serving.seen("serving", "mnist")
+    assert [m["metadata"]["name"] for m in serving.known(None)] == ["digits", "mnist"]
+    assert serving.known("ml") == [{"metadata": {"namespace": "ml", "name": "digits"}}]
+    serving.forget("ml", "digits")
+    assert serving.known("ml") == []

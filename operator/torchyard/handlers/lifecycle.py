@@ -91,7 +91,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     memo.resync = asyncio.create_task(safety_resync_forever(
         cached, memo.queue, options.namespaces, options.settings.job_resync_seconds, this_replica_acts))
     memo.serving_resync = asyncio.create_task(resync_forever(
-        "ModelDeployment", memo.serving.kube.list_model_deployments, memo.serving.reconcile, options.namespaces,
+        "ModelDeployment", memo.serving.known, memo.serving.reconcile, options.namespaces,
         interval, this_replica_acts))
 
 

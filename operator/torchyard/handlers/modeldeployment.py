@@ -25,6 +25,7 @@ OWNED = {mv_api.DEPLOYMENT_LABEL: kopf.PRESENT, keys.MANAGED_BY: keys.MANAGER}
 @kopf.on.event(md_api.GROUP, md_api.VERSION, md_api.PLURAL)
 def modeldeployment_event(event: dict, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_) -> None:
     serving: ServingReconciler = memo.serving
+    serving.seen(namespace, name)
     if event.get("type") == "DELETED":
         serving.forget(namespace, name)
         model = (body.get("spec") or {}).get("modelName")
