@@ -153,6 +153,23 @@ build_versitygw() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# A real Prometheus and promtool, to scrape the operator and the pods in the tests and to unit-test
+# the alerting rules. No web UI (its assets are built with npm; the HTTP API needs none) and only
+# the service discovery the tests use (Prometheus's own remove_all_sd / enable_*_sd build tags).
+build_prometheus() {
+  local out="$BIN/prometheus-$PROMETHEUS_VERSION"
+  [[ -x "$out/prometheus" && -x "$out/promtool" ]] && return
+  log "building prometheus and promtool $PROMETHEUS_VERSION"
+  local pkg=github.com/prometheus/prometheus version_pkg=github.com/prometheus/common/version
+  # Module v0.MNN.P is Prometheus M.NN.P (v0.316.0 is 3.16.0).
+  local minor="${PROMETHEUS_VERSION#v0.}"; minor="${minor%%.*}"
+  local release="${minor:0:1}.$((10#${minor:1})).${PROMETHEUS_VERSION##*.}"
+  local flags="-s -w -X $version_pkg.Version=$release -X $version_pkg.Branch=HEAD"
+  GOBIN="$out.tmp" go install -tags netgo,remove_all_sd,enable_kubernetes_sd -ldflags "$flags" \
+    "$pkg/cmd/prometheus@$PROMETHEUS_VERSION" "$pkg/cmd/promtool@$PROMETHEUS_VERSION"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 # The peer of the side-by-side benchmark (benchmarks/kubeflow_side_by_side.py): the Kubeflow
 # training-operator, in a module of its own so its Kubernetes libraries stay out of the
 # control plane's. Its CRDs and webhook manifests ship in the module; keep a copy beside it.
@@ -196,6 +213,7 @@ build_kubernetes
 build_coredns
 build_versitygw
 build_kueue
+build_prometheus
 # The benchmark's peer only when asked: the tests never need it.
 [[ "${1:-}" == "--bench" ]] && build_kubeflow
 log "binaries ready in $BIN ($(( $(date +%s) - started ))s)"

@@ -59,6 +59,8 @@ def _import_images(cluster: LocalCluster, args) -> int:
 # Binaries the tests run beside the cluster (hack/build-control-plane.sh builds them).
 TEST_TOOLS = {
     "kueue": lambda: cache_dir() / "bin" / f"kueue-{versions()['KUEUE_VERSION']}" / "kueue",
+    "prometheus": lambda: cache_dir() / "bin" / f"prometheus-{versions()['PROMETHEUS_VERSION']}" / "prometheus",
+    "promtool": lambda: cache_dir() / "bin" / f"prometheus-{versions()['PROMETHEUS_VERSION']}" / "promtool",
 }
 
 
