@@ -114,7 +114,8 @@ CLUSTER_NEEDS = {  # kopf's resource and namespace observers
 
 def test_helm_lint_is_clean_in_every_mode():
     for values in ({}, {"replicaCount": 2, "watchNamespaces": ["a", "b"]},
-                   {"metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}}):
+                   {"metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}},
+                    "prometheusRule": {"enabled": True}}):
         result = helm("lint", "--strict", str(CHART), values=values)
         assert "0 chart(s) failed" in result.stdout, result.stdout
 
@@ -320,6 +321,48 @@ def test_dashboard_configmap_carries_the_dashboard_json_and_the_sidecar_label():
     shipped = json.loads((CHART / "files" / "dashboards" / "torchyard.json").read_text())
     assert json.loads(configmap["data"]["torchyard.json"]) == shipped
     assert not [d for d in render({"grafana": {"dashboard": {"enabled": False}}}) if d["kind"] == "ConfigMap"]
+
+
+def rule_groups(values: dict) -> dict[str, dict]:
+    """The PrometheusRule's rules by alert name, rendered with `values` under prometheusRule."""
+    rule = one(render({"prometheusRule": {"enabled": True, **values}}), "PrometheusRule")
+    return {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+
+
+def test_prometheus_rule_renders_the_plain_rules_file_with_its_own_values():
+    assert not [d for d in render() if d["kind"] == "PrometheusRule"]
+    shipped = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    rule = one(render({"prometheusRule": {"enabled": True, "labels": {"release": "monitoring"}}}), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "monitoring"
+    rendered = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    # The chart's default values are the file's own: the default render is the file, bar whitespace.
+    for group in shipped["groups"]:
+        for expected in group["rules"]:
+            got = rendered.pop(expected["alert"])
+            assert {**got, "expr": got["expr"].strip()} == {**expected, "expr": expected["expr"].strip()}
+    assert not rendered
+
+
+def test_prometheus_rule_takes_thresholds_durations_and_severities_from_values():
+    rules = rule_groups({"rules": {"TorchyardModelLatencyHigh": {"threshold": 0.25, "for": "10m", "severity": "page"},
+                                   "TorchyardTrainingJobPending": {"threshold": 3}}})
+    latency = rules["TorchyardModelLatencyHigh"]
+    assert latency["expr"].rstrip().endswith("> 0.25") and latency["for"] == "10m"
+    assert latency["labels"]["severity"] == "page"
+    assert rules["TorchyardTrainingJobPending"]["expr"].rstrip().endswith("> 3")
+    assert rules["TorchyardModelErrorRatioHigh"]["expr"].rstrip().endswith("> 0.05")  # untouched
+
+
+@pytest.mark.parametrize("rules, complaint", [
+    ({"NoSuchAlert": {"for": "1m"}}, "prometheusRule.rules.NoSuchAlert: no such alert"),
+    ({"TorchyardTrainingJobFailed": {"threshold": 1}}, "prometheusRule.rules.TorchyardTrainingJobFailed.threshold"),
+    ({"TorchyardModelLatencyHigh": {"for": "five minutes"}}, "/prometheusRule/rules/TorchyardModelLatencyHigh/for"),
+    ({"TorchyardModelLatencyHigh": {"threshold": "high"}}, "/prometheusRule/rules/TorchyardModelLatencyHigh/threshold"),
+])
+def test_bad_alert_values_are_refused_naming_the_value(rules, complaint):
+    result = helm("template", RELEASE, str(CHART), values={"prometheusRule": {"enabled": True, "rules": rules}},
+                  check=False)
+    assert result.returncode != 0 and complaint in result.stderr, result.stderr
 
 
 def test_user_roles_aggregate_into_view_and_edit():
