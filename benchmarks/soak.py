@@ -2,22 +2,26 @@
 
 N jobs (two workers each) run under the operator while, for a bounded time, a fault injector
 deletes pods by hand, makes ranks fail (a user error, or a stop on SIGTERM), takes a node NotReady
-for a while, and SIGKILLs the operator. Then every job is finished (its workers exit 0) and the
+for a while, SIGKILLs the operator, and restarts kube-apiserver in place (at least once; a
+supervisor starts again any component that exits meanwhile, as the kubelet would). Then every job is finished (its workers exit 0) and the
 script checks what its policy predicts: every job Succeeded, each user failure counted once in
 `restarts`, each injected infrastructure fault counted in `infrastructureRestarts`, no pod
 orphaned or beyond the job's slots, and the operator's memory at the start and the end.
 
     make cluster-up
     .venv/bin/python benchmarks/soak.py [--jobs 100] [--fault-seconds 120] [--seed N] [--no-node-faults]
+                                        [--no-apiserver-restarts]
 
 Prints the faults injected and the outcome table; exits 1 if any job is in a wrong state.
-Node faults act on the shared local cluster's kwok nodes: run it when no one else tests there.
+Node faults act on the local cluster's kwok nodes and API server restarts on its control plane (a
+cluster of hack/local-cluster.py): run it where no one else tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import random
@@ -34,10 +38,12 @@ from torchyard.kube.client import Kube  # its clients time out instead of hangin
 
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from harness import faults  # noqa: E402  the same fault helpers as the integration tests
+from harness.control_plane import ControlPlane  # noqa: E402
 
 GROUP, VERSION, PLURAL = "torchyard.dev", "v1alpha1", "trainingjobs"
 WORKERS, BACKOFF = 2, 3
 INFRA_FAULTS_PER_JOB = 5  # the operator fails a job after 10 infrastructure restarts; node faults add some
+WEIGHTS = {"delete": 4, "user": 3, "sigterm": 3, "operator": 1, "node": 1, "apiserver": 1}
 NODE_DOWN_SECONDS = 20
 
 
@@ -71,9 +77,13 @@ class Operator:
 
 
 class Soak:
-    def __init__(self, core, custom, namespace: str, operator: Operator, rng: random.Random, node_faults: bool):
+    def __init__(self, core, custom, namespace: str, operator: Operator, rng: random.Random, node_faults: bool,
+                 plane: ControlPlane | None = None):
         self.core, self.custom, self.ns, self.operator, self.rng = core, custom, namespace, operator, rng
-        self.kinds = ["delete", "user", "sigterm", "operator"] + (["node"] if node_faults else [])
+        self.plane = plane
+        self.kinds = (["delete", "user", "sigterm", "operator"] + (["node"] if node_faults else [])
+                      + (["apiserver"] if plane else []))
+        self.apiserver_back: list[float] = []  # seconds each restarted API server took to answer
         self.injected = collections.Counter()
         self.user = collections.Counter()  # job -> user failures injected
         self.infra = collections.Counter()  # job -> infrastructure faults injected on a running gang
@@ -96,7 +106,10 @@ class Soak:
         return out
 
     def inject(self) -> None:
-        kind = self.rng.choices(self.kinds, [4, 3, 3, 1, 1][:len(self.kinds)])[0]
+        kind = self.rng.choices(self.kinds, [WEIGHTS[k] for k in self.kinds])[0]
+        self.inject_kind(kind)
+
+    def inject_kind(self, kind: str) -> None:
         try:
             self._inject(kind)
         except Exception as exc:  # the world moved under the injector (a pod replaced meanwhile)
@@ -109,6 +122,8 @@ class Soak:
             self.operator.start()
         elif kind == "node":
             self.node_fault()
+        elif kind == "apiserver":
+            self.apiserver_back.append(self.plane.restart("kube-apiserver"))
         else:
             ready = self.ready_jobs()
             if not ready:
@@ -193,6 +208,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--no-node-faults", dest="node_faults", action="store_false",
                         help="leave the shared cluster's nodes alone")
+    parser.add_argument("--no-apiserver-restarts", dest="apiserver", action="store_false",
+                        help="leave the control plane alone (a cluster not made by hack/local-cluster.py)")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     path = default_kubeconfig()
@@ -206,24 +223,34 @@ def main() -> int:
     log = Path(f"/tmp/{namespace}-operator.log")
     operator = Operator(namespace, path, log)
     operator.start()
-    soak = Soak(core, custom, namespace, operator, random.Random(seed), args.node_faults)
+    plane = ControlPlane(path) if args.apiserver else None
+    soak = Soak(core, custom, namespace, operator, random.Random(seed), args.node_faults, plane)
     try:
         for i in range(args.jobs):
             custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, job_object(f"job-{i}"))
         _wait(lambda: len(soak.ready_jobs()) == args.jobs, 600)
         rss_start = operator.rss_mib()
-        end = time.monotonic() + args.fault_seconds
-        while time.monotonic() < end:
-            soak.inject()
-            time.sleep(soak.rng.uniform(0.2, 1.0))
-        rss_faults = operator.rss_mib()
-        _wait(lambda: len(soak.ready_jobs()) == args.jobs, 600)
-        soak.finish_all(600)
-        rows, orphans, rss_end = soak.judge(), soak.orphans(), operator.rss_mib()
+        with plane.supervised() if plane else contextlib.nullcontext():
+            inject_for(soak, args.fault_seconds)
+            rss_faults = operator.rss_mib()
+            _wait(lambda: len(soak.ready_jobs()) == args.jobs, 600)
+            soak.finish_all(600)
+            rows, orphans, rss_end = soak.judge(), soak.orphans(), operator.rss_mib()
     finally:
         operator.kill()
         core.delete_namespace(namespace)
     return report(args, seed, soak, rows, orphans, (rss_start, rss_faults, rss_end), log)
+
+
+def inject_for(soak: Soak, seconds: float) -> None:
+    """Faults at random for `seconds`; an API server restart at least once, halfway at the latest."""
+    start = time.monotonic()
+    while time.monotonic() < start + seconds:
+        if soak.plane and not soak.injected["apiserver"] and time.monotonic() > start + seconds / 2:
+            soak.inject_kind("apiserver")
+        else:
+            soak.inject()
+        time.sleep(soak.rng.uniform(0.2, 1.0))
 
 
 def _wait(predicate, timeout: float) -> None:
@@ -238,6 +265,11 @@ def report(args, seed, soak: Soak, rows, orphans, rss, log: Path) -> int:
     wrong = [r for r in rows if r[-1]]
     print(f"soak: {args.jobs} jobs x {WORKERS} workers, faults for {args.fault_seconds:.0f} s, seed {seed}")
     print("faults injected: " + ", ".join(f"{k} {v}" for k, v in sorted(soak.injected.items())))
+    if soak.apiserver_back:
+        back = ", ".join(f"{s:.1f}" for s in soak.apiserver_back)
+        revived = ", ".join(soak.plane.revived) or "none"
+        print(f"kube-apiserver restarts: {len(soak.apiserver_back)} (answering again {back} s after each start; "
+              f"components that exited and were started again: {revived})")
     states = collections.Counter(r[1] for r in rows)
     print("outcome: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items(), key=lambda kv: str(kv[0]))))
     print(f"restarts: user {sum(r[2] for r in rows)} (injected {sum(r[3] for r in rows)}), "

@@ -92,6 +92,24 @@ def test_a_relist_drops_what_a_watch_missed_but_keeps_what_it_saw_since():
     assert cache.job("ml", "digits") is None
 
 
+def test_a_listing_older_than_a_deletion_the_watch_showed_does_not_bring_the_pod_back():
+    # The pod was listed Terminating (version 5); the watch showed it deleted (version 6) before the
+    # listing was applied. Brought back, it would stay in its gang until the next safety resync.
+    cache = WatchCache()
+    cache.seen_pod(pod("digits-worker-0", 4))
+    cache.seen_pod(pod("digits-worker-0", 6), deleted=True)
+    cache.relist("ml", [], [pod("digits-worker-0", 5, deleting=True)], [], (5, 5, 5))
+    assert cache.pods("ml", "digits") == []
+    # A pod of the same name made again afterwards is a new one, and kept.
+    cache.seen_pod(pod("digits-worker-0", 7))
+    assert names(cache.pods("ml", "digits")) == ["digits-worker-0"]
+    # A listing newer than the deletion ends the guard.
+    cache.seen_pod(pod("digits-worker-0", 8), deleted=True)
+    cache.relist("ml", [], [], [], (9, 9, 9))
+    cache.relist("ml", [], [pod("digits-worker-0", 10)], [], (10, 10, 10))
+    assert names(cache.pods("ml", "digits")) == ["digits-worker-0"]
+
+
 def test_the_cache_keeps_of_a_pod_all_that_a_pass_reads_and_little_else():
     full = {"metadata": {"namespace": "ml", "name": "digits-worker-1", "uid": "u1", "resourceVersion": "9",
                          "labels": {keys.JOB_NAME: "digits", keys.ROLE: "worker", keys.INDEX: "1", keys.ATTEMPT: "2"},

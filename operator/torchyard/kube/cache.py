@@ -76,17 +76,22 @@ class WatchCache:
         self._pods: dict[Key, dict[str, dict]] = {}  # (namespace, job) -> pod name -> pod
         self._services: dict[Key, dict] = {}
         self._expected: dict[Key, dict[str, tuple[str, float]]] = {}  # (namespace, job) -> what -> (kind, until)
+        # (sort, namespace, name) -> the resourceVersion of its deletion, as the watch showed it: a
+        # listing taken before the deletion but applied after it must not bring the object back.
+        self._gone: dict[tuple[str, str, str], int] = {}
 
     # What the watches deliver. Each says whether what a pass reads changed: the echo of the
     # operator's own status write, or a pod's change in a field no pass reads, needs no pass.
     def seen_job(self, obj: dict, deleted: bool = False) -> bool:
         with self._lock:
-            return _store(self._jobs, _key(obj), {**obj, "metadata": _meta(obj)}, deleted)
+            key = _key(obj)
+            return self._keep(self._jobs, key, {**obj, "metadata": _meta(obj)}, deleted, ("job", *key))
 
     def seen_service(self, obj: dict, deleted: bool = False) -> bool:
         with self._lock:
             key = _key(obj)
-            changed = _store(self._services, key, {"metadata": _picked(obj["metadata"], SERVICE_META)}, deleted)
+            changed = self._keep(self._services, key, {"metadata": _picked(obj["metadata"], SERVICE_META)}, deleted,
+                                 ("service", *key))
             self._check(key, f"service/{key[1]}")
             return changed
 
@@ -98,7 +103,7 @@ class WatchCache:
         kept = _slim_pod(obj)
         with self._lock:
             pods = self._pods.setdefault((namespace, job), {})
-            changed = _store(pods, name, kept, deleted)
+            changed = self._keep(pods, name, kept, deleted, ("pod", namespace, name))
             if not pods:
                 del self._pods[(namespace, job)]
             self._check((namespace, job), f"pod/{name}")
@@ -119,6 +124,18 @@ class WatchCache:
                 if in_scope(key):
                     _prune(table, lambda name: True, {n for ns, n in listed_pods if ns == key[0]}, versions[1])
             _prune(self._services, in_scope, {_key(o) for o in services}, versions[2])
+            # A deletion older than the listings is in them: nothing left to guard against.
+            by_sort = {"job": versions[0], "pod": versions[1], "service": versions[2]}
+            for mark in [m for m, v in self._gone.items() if in_scope(m[1:]) and v <= by_sort[m[0]]]:
+                del self._gone[mark]
+
+    def _keep(self, table: dict, key, obj: dict, deleted: bool, mark: tuple[str, str, str]) -> bool:
+        """_store, remembering each deletion until a listing newer than it comes."""
+        if deleted:
+            self._gone[mark] = max(_version(obj), self._gone.get(mark, 0))
+        elif _version(obj) <= self._gone.get(mark, -1):
+            return False  # from a listing taken before the deletion the watch already showed
+        return _store(table, key, obj, deleted)
 
     # What a pass reads.
     def job(self, namespace: str, name: str) -> dict | None:
