@@ -36,6 +36,16 @@ WEBHOOK_KINDS = {"MutatingWebhookConfiguration": "mutating", "ValidatingWebhookC
 CLUSTER_SCOPED = {"clusterqueues", "resourceflavors", "cohorts", "workloadpriorityclasses", "topologies",
                   "admissionchecks", "multikueueclusters", "multikueueconfigs", "provisioningrequestconfigs"}
 SYSTEM_NAMESPACE = "kueue-system"
+# Without its internal certificate management Kueue reads its metrics serving certificate from this
+# fixed path, where its Deployment mounts a Secret. Out of cluster the same certificate is put there
+# in a private view of /etc (an overlay in a mount namespace of its own): nothing on the host changes.
+METRICS_CERTS = "/etc/kueue/metrics/certs"
+PRIVATE_ETC = """set -e
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1/upper,workdir=$1/work" /etc
+mkdir -p "$(dirname "$2")" && cp -r "$3" "$2"
+shift 3
+exec "$@"
+"""
 
 
 def binary() -> Path:
@@ -116,9 +126,8 @@ class KueueController:
         config.write_text(yaml.safe_dump(self._config(certs)))
         env = {**os.environ, "KUBECONFIG": self.cluster.kubeconfig}
         with open(self.log_path, "ab") as log:
-            self._popen = subprocess.Popen([str(self.binary), f"--config={config}", "--zap-log-level=2"],
-                                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           env=env, cwd=self.work_dir)
+            self._popen = subprocess.Popen(self._argv(config, certs), stdout=log, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL, env=env, cwd=self.work_dir)
         wait_for(self._ready, f"Kueue's readyz at 127.0.0.1:{self.health_port}", timeout, interval=0.5)
         url = f"https://127.0.0.1:{self.webhook_port}"
         ca = (self.pki_dir / "ca.crt").read_bytes()
@@ -127,6 +136,17 @@ class KueueController:
             self.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
         wait_for(lambda: self._webhook_answers(ca), f"Kueue's webhook server at {url}", timeout)
         return self
+
+    def _argv(self, config: Path, certs: Path) -> list[str]:
+        """Kueue in a mount namespace whose /etc holds its metrics certificate (see METRICS_CERTS);
+        a non-root user gets the namespace through a user namespace."""
+        overlay = self.work_dir / "etc-overlay"
+        for part in ("upper", "work"):
+            (overlay / part).mkdir(parents=True, exist_ok=True)
+        userns = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+        return ["unshare", *userns, "--mount", "--propagation", "private", "--", "sh", "-c", PRIVATE_ETC, "sh",
+                str(overlay), METRICS_CERTS, str(certs), str(self.binary), f"--config={config}",
+                "--zap-log-level=2"]
 
     def _config(self, certs: Path) -> dict:
         return {
