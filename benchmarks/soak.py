@@ -3,10 +3,11 @@
 N jobs (two workers each) run under the operator while, for a bounded time, a fault injector
 deletes pods by hand, makes ranks fail (a user error, or a stop on SIGTERM), takes a node NotReady
 for a while, SIGKILLs the operator, and restarts kube-apiserver in place (at least once; a
-supervisor starts again any component that exits meanwhile, as the kubelet would). Then every job is finished (its workers exit 0) and the
-script checks what its policy predicts: every job Succeeded, each user failure counted once in
-`restarts`, each injected infrastructure fault counted in `infrastructureRestarts`, no pod
-orphaned or beyond the job's slots, and the operator's memory at the start and the end.
+supervisor starts again any component that exits meanwhile, as the kubelet would). Then every
+job is finished (its workers exit 0) and the script checks what its policy predicts: every job
+Succeeded, each user failure counted once in `restarts`, each injected infrastructure fault
+counted in `infrastructureRestarts`, no pod orphaned or beyond the job's slots, and the operator's
+memory at the start and the end.
 
     make cluster-up
     .venv/bin/python benchmarks/soak.py [--jobs 100] [--fault-seconds 120] [--seed N] [--no-node-faults]
