@@ -362,6 +362,9 @@ def test_the_progress_watchdog(case, status, deadline, hung):
         # the user's budget is not charged.
         assert sorted(plan.delete_pods) == ["digits-worker-0", "digits-worker-1"]
         assert plan.status["infrastructureRestarts"] == 1 and plan.status["restarts"] == 0
+        # No attempt label marks them as the old gang under pod scope: their UIDs do, in case the
+        # operator stops between this status and the deletes.
+        assert sorted(plan.status["countedFailures"]) == ["uid-worker-0-0", "uid-worker-1-0"]
         assert condition(plan.status, "Restarting")["reason"] == "ProgressDeadlineExceeded"
         assert "progressDeadlineSeconds=300s" in plan.status["message"]
         assert plan.status["lastFailure"]["reason"] == "ProgressDeadlineExceeded"

@@ -349,12 +349,11 @@ def _restart_or_fail(job, current, failures: list[Failure], lost: list[str], pla
     status["attempt"] += 1
     status["attemptStartTime"] = cond.timestamp(now)
     gang = whole_gang or job.spec.run_policy.restart_scope == "Gang"
-    if gang:
-        plan.delete_pods.extend(p.name for p in current.values())
-    else:
-        plan.delete_pods.extend(f.pod for f in failures)
-        uids = {p.name: p.uid for p in current.values()}
-        status[COUNTED] = status.get(COUNTED, []) + [uids[f.pod] for f in failures if f.pod in uids]
+    failed = {f.pod for f in failures}
+    doomed = [p for p in current.values() if gang or p.name in failed]
+    plan.delete_pods.extend(p.name for p in doomed)
+    if job.spec.run_policy.restart_scope != "Gang":  # no older attempt label marks them: their UIDs do
+        status[COUNTED] = status.get(COUNTED, []) + [p.uid for p in doomed]
     what = failures[0].describe() if failures else f"pods disappeared: {', '.join(lost)}"
     scope = "the whole gang" if gang else "the failed pods"
     _set_phase(plan, job, now, RESTARTING, reason, f"restarting {scope} (attempt {status['attempt']}): {what}")
