@@ -135,4 +135,4 @@ def test_the_dashboard_covers_the_questions_operators_ask():
     assert {"Jobs by phase", "Phase transitions", "Time to running", "Reconcile latency", "Reconciles and errors",
             "Restarts by cause", "Model switches by reason", "Active version", "Loss", "Samples per second",
             "Step time", "Communication time", "Progress", "Requests by code", "Latency",
-            "Errors and ready servers"} <= titles
+            "Errors and ready servers", "Versions side by side"} <= titles

@@ -37,6 +37,8 @@ class ServerMetrics:
         self.explain_seconds = Histogram("torchyard_model_explain_seconds", "Time to answer an explain request.",
                                          names, buckets=EXPLAIN_BUCKETS, registry=self.registry)
         self._seconds = self.seconds.labels(**self.labels)
+        # Bound now, so the series exist at 0 before the first explanation: a rate() then sees it.
+        self._explain_seconds = self.explain_seconds.labels(**self.labels)
         self._batches = self.batches.labels(**self.labels)
         self._batched_rows = self.batched_rows.labels(**self.labels)
         self._by_code: dict[tuple[Counter, int], object] = {}
@@ -54,7 +56,7 @@ class ServerMetrics:
 
     def observe_explanation(self, code: int, seconds: float) -> None:
         self._child(self.explanations, code).inc()
-        self.explain_seconds.labels(**self.labels).observe(seconds)
+        self._explain_seconds.observe(seconds)
 
     def observe_batch(self, rows: int) -> None:
         self._batches.inc()
