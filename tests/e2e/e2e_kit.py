@@ -100,6 +100,8 @@ class Resources:
             return self.installed.core.create_namespaced_pod(self.ns, obj)
         if kind == "ResourceQuota":
             return self.installed.core.create_namespaced_resource_quota(self.ns, obj)
+        if kind == "Secret":
+            return self.installed.core.create_namespaced_secret(self.ns, obj)
         raise AssertionError(f"the kit does not create {kind}")
 
     def claim(self, name: str, mode: str = "ReadWriteOnce") -> str:
@@ -144,6 +146,9 @@ def remove(installed, kind: str, name: str, timeout: float = 180) -> None:
     elif kind == "ResourceQuota":
         read = lambda: installed.core.read_namespaced_resource_quota(name, ns)  # noqa: E731
         delete = lambda: installed.core.delete_namespaced_resource_quota(name, ns)  # noqa: E731
+    elif kind == "Secret":
+        read = lambda: installed.core.read_namespaced_secret(name, ns)  # noqa: E731
+        delete = lambda: installed.core.delete_namespaced_secret(name, ns)  # noqa: E731
     else:
         raise AssertionError(f"the kit does not delete {kind}")
     found = read_or_none(read)
