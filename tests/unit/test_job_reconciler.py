@@ -121,3 +121,16 @@ def test_a_pass_that_only_wrote_status_goes_again_only_when_the_next_decision_di
     assert kube.job["status"]["phase"] == "Running"
     assert [w[0] for w in kube.writes if w[0] != "emit_event"] == ["patch_job_status"]
     assert all(delay > 0 for _, delay in queued)  # only time-based rules; nothing at once
+
+
+def test_a_pass_that_only_starts_a_gang_leaves_its_status_to_the_pass_that_sees_the_pods():
+    kube, queued = Unsettled({}, []), []
+    jobs = JobReconciler(kube, Settings())
+    jobs.on_due = lambda key, delay: queued.append((key, delay))
+    jobs.reconcile("ml", "digits")
+    assert [w[0] for w in kube.writes] == ["create_pod", "create_pod"]  # no status, no Event yet
+    kube.pods = [pod(0, "Pending"), pod(1, "Pending")]  # the watch shows them
+    jobs.reconcile("ml", "digits")
+    assert kube.job["status"]["phase"] == "Pending" and "digits-worker-0" in kube.job["status"]["message"]
+    assert [w[0] for w in kube.writes].count("patch_job_status") == 1
+
