@@ -25,6 +25,7 @@ from torchyard.builders import names
 from torchyard.builders.serving import (DISTILLATION_FIELD, VERSION_COUNTER, build_model_version, build_version_counter,
                                         teacher_of, with_teacher_path)
 from torchyard.kube.client import Kube
+from torchyard_spec import contract
 
 log = logging.getLogger(__name__)
 # Registrations that lose the race for a version number this many times in a row give up for now;
@@ -40,7 +41,8 @@ class ModelRegistry:
         """spec.trainer as the trainer should see it: a teacher ModelVersion becomes its artifact path.
 
         Raises ``SpecError`` naming the field when the teacher does not exist or its artifact is
-        not on the job's storage claim (the pods could not read it).
+        not on the job's storage claim, or in object storage while the job names no store's Secret
+        (the pods could not read it).
         """
         teacher, _ = teacher_of(job)
         if not teacher:
@@ -53,6 +55,10 @@ class ModelRegistry:
         if artifact.claim_name and artifact.claim_name != claim:
             raise SpecError(DISTILLATION_FIELD, f"names ModelVersion {teacher!r}, whose artifact is on claim "
                                                 f"{artifact.claim_name!r}; spec.storage.claimName is {claim!r}")
+        if artifact.path.startswith(contract.S3_SCHEME) and not job.spec.storage.secret_name:
+            raise SpecError(DISTILLATION_FIELD, f"names ModelVersion {teacher!r}, whose artifact is in object storage "
+                                                f"({artifact.path}); the pods reach it only with spec.storage.uri and "
+                                                "spec.storage.secretName naming that store's Secret")
         return with_teacher_path(job.spec.trainer, artifact.path)
 
     def register(self, job: TrainingJob, result: Mapping[str, Any]) -> str:

@@ -157,3 +157,23 @@ def test_an_interrupted_or_damaged_checkpoint_is_not_resumed_from(s3, monkeypatc
     checkpoint.save(uri, state(40))
     assert checkpoint.latest(uri, "f1")["step"] == 40
     assert f"{prefix}/ckpt-0000000030.pt" not in s3.store.list(BUCKET, f"{prefix}/")
+
+
+def test_a_student_distils_from_a_teacher_in_s3_whose_digest_matches(s3, tmp_path):
+    teacher = run_in_s3(s3, tmp_path / "teacher", "teacher", {**DIGITS_MLP, "epochs": 2})
+    assert_succeeded(teacher)
+    uri = teacher.result()["artifact"]["path"]
+    config = {**DIGITS_MLP, "model": {"name": "mlp", "hiddenSizes": [16]}, "epochs": 1,
+              "compression": {"distillation": {"teacherPath": uri, "alpha": 0.7}}}
+    student = run_gang(tmp_path / "student", config, workers=1, extra_env=s3.environ)
+    assert_succeeded(student)
+    record = student.result()["compression"]["distillation"]
+    assert record["teacherAccuracy"] == pytest.approx(teacher.result()["metrics"]["accuracy"], abs=1e-4)
+
+    key = f"{uri[len(f's3://{BUCKET}/'):]}/config.json"
+    changed = json.loads(s3.store.get(BUCKET, key))
+    s3.store.put(BUCKET, key, json.dumps({**changed, "classes": list(reversed(changed["classes"]))}).encode())
+    refused = run_gang(tmp_path / "refused", config, workers=1, extra_env=s3.environ, stop_on_failure=False)
+    assert refused.codes == {"local-worker-0": 2}, refused.describe()
+    error = refused.result()["error"]
+    assert error["field"] == "spec.trainer.compression.distillation.teacherPath" and "digest" in error["message"]

@@ -190,6 +190,18 @@ def test_a_missing_teacher_or_one_on_another_claim_is_an_invalid_spec():
     assert "claim 'elsewhere'" in str(err.value)
 
 
+def test_a_teacher_in_object_storage_needs_the_jobs_store_secret():
+    in_s3 = {**RESULT, "artifact": {"path": "s3://models/digits/models/digits/run-1", "sha256": "ab" * 32}}
+    kube = FakeKube(build_model_version(trained(storage={"uri": "s3://models/digits", "secretName": "s3"}), in_s3, 1))
+    with pytest.raises(SpecError) as err:
+        ModelRegistry(kube).trainer_config(teacher_job())
+    assert err.value.field == DISTILLATION_FIELD and "spec.storage.secretName" in str(err.value)
+    job = trained(storage={"uri": "s3://models/digits", "secretName": "s3"},
+                  trainer={"compression": {"distillation": {"teacher": {"modelVersion": "digits-v1"}}}})
+    config = ModelRegistry(kube).trainer_config(job)
+    assert config["compression"]["distillation"]["teacherPath"] == in_s3["artifact"]["path"]
+
+
 def test_with_teacher_path_leaves_the_original_alone():
     trainer = {"compression": {"distillation": {"teacher": {"modelVersion": "m-v1"}}}}
     assert with_teacher_path(trainer, "/p") == {"compression": {"distillation": {"teacherPath": "/p"}}}

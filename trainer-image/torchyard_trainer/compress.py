@@ -8,22 +8,39 @@ written down in the compact form the result and the artifact's lineage carry.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
 from torch import nn
 
-from torchyard_trainer import artifact, compression
+from torchyard_trainer import artifact, compression, objstore
 from torchyard_trainer.config import ROOT, DistillationConfig, PruningConfig
 from torchyard_trainer.data import CLASSIFICATION, Dataset
 from torchyard_trainer.errors import UserError
 from torchyard_trainer.evaluation import evaluate
+from torchyard_trainer.serve_source import ObjectSource
 
 log = logging.getLogger(__name__)
 
 PRUNING_FIELD = f"{ROOT}.compression.pruning"
 DISTILLATION_FIELD = f"{ROOT}.compression.distillation"
 TEACHER_FIELD = f"{DISTILLATION_FIELD}.teacherPath"
+
+
+@functools.lru_cache(maxsize=4)
+def teacher_directory(path: str) -> str:
+    """The teacher artifact as a local directory: one in object storage is fetched once, and only
+    when its files match the digest its metadata.json records."""
+    if not objstore.is_uri(path):
+        return path
+    try:
+        local = ObjectSource(path).fetch()
+    except objstore.ObjectStoreError as exc:
+        raise UserError(TEACHER_FIELD, f"cannot load the teacher: {exc}") from None
+    if not artifact.verify_artifact(local):
+        raise UserError(TEACHER_FIELD, f"cannot load the teacher: the files at {path} do not match their digest")
+    return str(local)
 
 
 def check_teacher(cfg: DistillationConfig, data: Dataset) -> None:
@@ -34,7 +51,7 @@ def check_teacher(cfg: DistillationConfig, data: Dataset) -> None:
     if data.task != CLASSIFICATION:
         raise UserError(DISTILLATION_FIELD, "distillation needs a classification dataset")
     try:
-        config = artifact.read_config(cfg.teacher_path)
+        config = artifact.read_config(teacher_directory(cfg.teacher_path))
     except (artifact.ArtifactError, OSError) as exc:
         raise UserError(TEACHER_FIELD, f"cannot load the teacher: {exc}") from None
     shape, outputs = tuple(config["inputShape"]), config["numOutputs"]
@@ -49,7 +66,7 @@ class Teacher:
     def __init__(self, cfg: DistillationConfig, data: Dataset, device: torch.device):
         check_teacher(cfg, data)
         try:
-            loaded = artifact.load_artifact(cfg.teacher_path)
+            loaded = artifact.load_artifact(teacher_directory(cfg.teacher_path))
         except (artifact.ArtifactError, OSError) as exc:
             raise UserError(TEACHER_FIELD, f"cannot load the teacher: {exc}") from None
         self.cfg = cfg
