@@ -27,7 +27,8 @@ from .cluster import REPO_ROOT, Cluster, local_cluster
 from .waits import wait_for
 
 sys.path.insert(0, str(REPO_ROOT / "hack"))
-from localcluster import pki  # noqa: E402  (the local cluster's own PKI helpers)
+from localcluster import pki  # noqa: E402  (the local cluster's own PKI and port helpers)
+from localcluster.procs import free_port  # noqa: E402
 
 GROUP, VERSION = "kueue.x-k8s.io", "v1beta2"
 NAMESPACE_LABEL = "torchyard.dev/kueue-test"  # namespaces whose Kueue objects Kueue's webhooks see
@@ -55,12 +56,6 @@ def binary() -> Path:
     if found.returncode != 0 or not path.exists():
         raise AssertionError(f"the Kueue controller is not built ({path}): run hack/build-control-plane.sh")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def install_crds(cluster: Cluster, config_dir: Path) -> None:
