@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # this it is killed, as an orchestrator's shutdown grace would.
 GRACE_S = 5.0
 SETTLE_S = 60.0
+START_ATTEMPTS = 3
 
 
 def restart(cluster: LocalCluster, name: str, down_seconds: float = 0.0) -> float:
@@ -64,7 +65,21 @@ def settle(cluster: LocalCluster, timeout_s: float = SETTLE_S) -> list[str]:
 
 def _start_again(cluster: LocalCluster, name: str) -> float:
     """Start `name` with the command line `up` gave it and record the new process; the caller
-    holds the cluster's lock."""
+    holds the cluster's lock. The process it replaces may still hold its port or data directory
+    for a moment after it is gone from /proc's view (a loaded machine): a start that exits at once
+    is tried again."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return _start_once(cluster, name)
+        except RuntimeError as error:
+            if attempt == START_ATTEMPTS or "exited with" not in str(error):
+                raise
+            log.warning("%s exited at start (attempt %d); starting it again", name, attempt)
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
+def _start_once(cluster: LocalCluster, name: str) -> float:
     state = cluster._load() or {}
     ports = comp.Ports(**state["ports"])
     node_ports = realnode.NodePorts(**state["node_ports"]) if state.get("node_ports") else None
