@@ -5,13 +5,21 @@ through its Service, and the operator's through the chart's Service.
 Some series only exist once something happened, so this test makes each happen: a job trains and
 is served (time to running, phase counts, a promotion), a worse version is refused by the gate, a
 job restarts after a failed first attempt, a bad inference request is answered 400, and a reconcile
-fails (a ResourceQuota forbids the job's pod, as a full namespace would)."""
+fails (a ResourceQuota forbids the job's pod, as a full namespace would).
+
+With TORCHYARD_E2E_HOST_PROMETHEUS=1, a real Prometheus (the pinned build) runs on the host
+meanwhile and finds the training and model-server pods through Kubernetes service discovery,
+selected as the chart's PodMonitors select them; every query of the dashboard's training and
+serving rows must then return data labelled with the job, the model and its version. It is off
+by default until it has passed on a real node."""
 from __future__ import annotations
 
 import copy
 import importlib.util
 import json
+import os
 import sys
+import time
 
 import pytest
 
@@ -66,6 +74,46 @@ def samples(text: str) -> dict[str, list[str]]:
     return out
 
 
+SCRAPE_SECONDS = 2
+
+
+HOST_PROMETHEUS = "TORCHYARD_E2E_HOST_PROMETHEUS"  # 1: also check the dashboard through a Prometheus on the host
+
+
+@pytest.fixture
+def host_prometheus(installed, tmp_path):
+    """Prometheus on the host scraping the watched namespace's pods as the chart's PodMonitors
+    would (pods are reachable from the host); stopped afterwards. Opt-in (HOST_PROMETHEUS=1)
+    until it has passed on a real node."""
+    if os.environ.get(HOST_PROMETHEUS) != "1":
+        print(f"metrics: the host Prometheus check is off ({HOST_PROMETHEUS}=1 turns it on)")
+        yield None
+        return
+    kit = import_integration_harness()
+    monitors = kit.chart_pod_monitors(kit_helm())
+    configs = [kit.pod_monitor_scrape_config(m, installed.kubeconfig, [installed.namespace], f"{SCRAPE_SECONDS}s")
+               for m in monitors]
+    prom = kit.Prometheus(tmp_path / "prometheus", configs, interval=f"{SCRAPE_SECONDS}s").start()
+    yield prom, kit
+    prom.stop()
+
+
+def import_integration_harness():
+    """tests/integration/harness/prometheus.py: the Prometheus process and the dashboard's queries."""
+    integration = str(ROOT / "tests" / "integration")
+    if integration not in sys.path:
+        sys.path.insert(0, integration)
+    from harness import prometheus
+
+    return prometheus
+
+
+def kit_helm() -> str:
+    from harness.cluster import helm
+
+    return helm()
+
+
 @pytest.fixture
 def resources(installed):
     res = Resources(installed)
@@ -109,7 +157,8 @@ def worse_version(trained: dict) -> dict:
             "metadata": {"name": f"{NAME}-v{version}", "labels": {"torchyard.dev/model": NAME}}, "spec": spec}
 
 
-def test_every_metric_the_dashboard_queries_has_data(installed, resources):
+def test_every_metric_the_dashboard_queries_has_data(installed, resources, host_prometheus):
+    started = time.time()
     wanted = dashboard_series()
     trainer_series = sorted(n for n in wanted if n.startswith("torchyard_trainer_"))
     assert trainer_series, f"the dashboard queries no trainer metric: {sorted(wanted)}"
@@ -162,6 +211,31 @@ def test_every_metric_the_dashboard_queries_has_data(installed, resources):
     assert missing == [], f"the dashboard reads series nobody exports with data: {missing}"
     ready = [line for line in found["torchyard_model_ready"] if f'model_name="{NAME}"' in line]
     assert ready and all(line.endswith(" 1.0") for line in ready), ready
+    if host_prometheus is not None:
+        assert_pod_queries_have_data(*host_prometheus, started, ns, str(trained["spec"]["version"]))
+
+
+def assert_pod_queries_have_data(prom, kit, started: float, namespace: str, version: str) -> None:
+    """Every query of the dashboard's training and serving rows, asked of the host's Prometheus
+    over the test's span, returns numbers labelled with the job, the model and its version."""
+    time.sleep(3 * SCRAPE_SECONDS)  # the last requests scraped
+    variables = {"namespace": namespace, "trainingjob": JOB, "model": NAME,
+                 "__rate_interval": f"{4 * SCRAPE_SECONDS}s"}
+    queries = [q for q in kit.dashboard_queries() if q.row.endswith(("(trainer processes)", "(model servers)"))]
+    assert queries, "the dashboard has no training or serving row"
+    found = {f"{q.panel} / {q.legend}": kit.with_data(prom.query_range(q.resolved(variables), started, time.time(),
+                                                                        SCRAPE_SECONDS)) for q in queries}
+    empty = sorted(name for name, series in found.items() if not series)
+    targets = [(t["scrapePool"], t["labels"].get("pod"), t["health"]) for t in prom.targets()]
+    assert not empty, f"dashboard queries without data from the pods: {empty}\ntargets: {targets}"
+    for name, series in found.items():
+        for labels in (s["metric"] for s in series):
+            if "rank" in labels:
+                assert labels["job"] == JOB and labels["model_name"] == NAME, (name, labels)
+                assert labels["model_version"].startswith(f"{JOB}-"), (name, labels)  # the run's name
+            elif "model_version" in labels:
+                assert (labels["model_name"], labels["model_version"]) == (NAME, version), (name, labels)
+    print(f"metrics: {len(queries)} training and serving queries answered by a Prometheus on the host")
 
 
 def operator_declared() -> set[str]:
