@@ -1,10 +1,11 @@
 """The suspend contract Kueue relies on (docs/kueue.md), played against the real operator.
 
-Kueue admits a queued job by writing its placement into the job (a flavor's node selector) and
-setting `suspend` to false; it preempts one by setting `suspend` back to true. No Kueue runs
-here: the test makes exactly those changes, as Kueue's job integration would, and checks what the
-operator does in between: nothing while the job waits, everything once it is admitted, and a
-preemption that costs the job nothing from its retry budget.
+An integration that drives `spec.runPolicy.suspend` admits a queued job by writing its placement
+into the job (a flavor's node selector) and setting `suspend` to false, and preempts one by setting
+it back to true. The operator runs without `--kueue` here, so the queue label is only a label: the
+test makes exactly those changes and checks what the operator does in between: nothing while the
+job waits, everything once it is admitted, and a preemption that costs the job nothing from its
+retry budget. With `--kueue` the operator itself follows the real Kueue (test_kueue_real.py).
 """
 
 from __future__ import annotations
