@@ -32,6 +32,13 @@ def events(cluster, namespace, name) -> list:
     return cluster.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
 
 
+def warning_events(cluster, namespace, name, reason) -> list:
+    """The job's Events of `reason`, once there is one: the operator sends Events after the status
+    write that a test waited for, not with it."""
+    return wait_for(lambda: [e for e in events(cluster, namespace, name) if e.reason == reason],
+                    f"a {reason} Event of {name}", timeout=15)
+
+
 def test_a_gang_that_stops_stepping_is_restarted_from_its_checkpoint(cluster, crds, namespace, operator):
     create(cluster, namespace, trainingjob("hung", runPolicy={"progressDeadlineSeconds": 10, "backoffLimit": 0}))
     wait_for(phase_is(cluster, namespace, "hung", "Running"), "job Running")
@@ -47,7 +54,7 @@ def test_a_gang_that_stops_stepping_is_restarted_from_its_checkpoint(cluster, cr
     assert st["restarts"] == 0  # backoffLimit 0 was not spent
     assert st["lastFailure"]["reason"] == "ProgressDeadlineExceeded"
     assert "step 40" in st["lastFailure"]["message"]
-    warnings = [e for e in events(cluster, namespace, "hung") if e.reason == "ProgressDeadlineExceeded"]
+    warnings = warning_events(cluster, namespace, "hung", "ProgressDeadlineExceeded")
     assert warnings and warnings[0].type == "Warning" and "progressDeadlineSeconds=10s" in warnings[0].message
     wait_for(lambda: (now := pods(cluster, namespace, "hung")) and sorted(now) == sorted(first)
              and all(p.metadata.uid != first[n] for n, p in now.items()), "every gang member replaced")
@@ -59,7 +66,7 @@ def assert_moved_off(cluster, namespace, job, first: dict, bad: str, reason: str
     st = status(cluster, namespace, job)
     assert st["restarts"] == 0
     assert st["lastFailure"]["reason"] == reason and bad in st["lastFailure"]["message"]
-    warnings = [e for e in events(cluster, namespace, job) if e.reason == reason]
+    warnings = warning_events(cluster, namespace, job, reason)
     assert warnings and warnings[0].type == "Warning" and bad in warnings[0].message
 
     def moved():
