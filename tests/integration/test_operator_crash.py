@@ -60,3 +60,28 @@ def test_sigkill_at_random_points_loses_nothing_and_counts_each_restart_once(clu
         assert (st["restarts"], st.get("infrastructureRestarts", 0)) == (1, 0), f"{context}: {st}"
         assert st["lastFailure"]["exitCode"] == 1, context
     assert phase_is(cluster, namespace, f"kill-{KILLS - 1}", "Running")()
+
+
+def test_sigkill_around_a_pod_scope_restart_counts_the_failure_once(cluster, crds, namespace, operator, faults):
+    """restartScope Pod writes the restart (and the pod it counted) before deleting the failed pod;
+    a kill anywhere around it neither loses the failure nor counts it twice."""
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    job = "pod-scope"
+    create(cluster, namespace, trainingjob(job, worker={"replicas": WORKERS},
+                                           runPolicy={"backoffLimit": 5, "restartScope": "Pod"}))
+    wait_for(phase_is(cluster, namespace, job, "Running"), f"{job} Running (seed {seed})", timeout=60)
+    for round_ in range(1, 4):
+        victim = f"{job}-worker-{rng.randrange(WORKERS)}"
+        uid = gang(cluster, namespace, job)[victim].metadata.uid
+        faults.terminate_container(namespace, victim, exit_code=1)
+        kill_and_restart(operator, rng)  # somewhere in recording the restart and deleting the pod
+
+        def replaced():
+            pods, st = gang(cluster, namespace, job), status(cluster, namespace, job)
+            return (st.get("phase") == "Running" and sorted(pods) == [f"{job}-worker-{i}" for i in range(WORKERS)]
+                    and pods[victim].metadata.uid != uid and not st.get("countedFailures")
+                    and all(p.status.phase == "Running" and p.metadata.deletion_timestamp is None
+                            for p in pods.values()) and st)
+        st = wait_for(replaced, f"{victim} replaced (seed {seed}, round {round_})", timeout=60)
+        assert (st["restarts"], st["attempt"]) == (round_, round_), f"seed {seed}, round {round_}: {st}"
