@@ -19,6 +19,10 @@ done < "$HACK_DIR/versions.env"
 CACHE="${TORCHYARD_CACHE:-$HOME/.cache/torchyard}"
 SRC="$CACHE/src"
 BIN="$CACHE/bin"
+# One build at a time per cache: two at once would share each component's staging folder.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/build.lock"
+flock 9
 export CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:-} -trimpath"
 

@@ -109,11 +109,24 @@ class LocalCluster:
         with self._locked():
             self._down()
 
+    def outdated(self) -> list[str]:
+        """The control-plane components whose running command line differs from the one this
+        checkout starts: the cluster was started by another checkout, with other flags."""
+        state = self._load() or {}
+        if not state.get("ports"):
+            return []
+        ports = comp.Ports(**state["ports"])
+        return [proc.name for proc in self.processes() if proc.name in COMMANDS
+                and proc.argv() != [str(arg) for arg in COMMANDS[proc.name](self.bins, self.layout, ports)]]
+
     def _up(self, build: bool, real_node: bool, kwok: bool) -> bool:
         running = {p.name for p in self.processes()}
         if self.healthy() and ("kubelet" in running) == real_node and ("kwok" in running) == kwok:
-            log.info("cluster in %s is already running and healthy", self.layout.root)
-            return False
+            if not (outdated := self.outdated()):
+                log.info("cluster in %s is already running and healthy", self.layout.root)
+                return False
+            log.warning("%s run with flags other than this checkout's; starting the cluster again",
+                        ", ".join(outdated))
         if self.layout.root.exists():
             self._down()
         self._ensure_binaries(build)

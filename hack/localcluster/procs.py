@@ -43,6 +43,14 @@ class Managed:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def argv(self) -> list[str] | None:
+        """The command line it runs, or None when it is gone."""
+        try:
+            raw = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return [arg.decode() for arg in raw.split(b"\0")[:-1]]
+
 
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on right now."""

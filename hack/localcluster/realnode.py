@@ -271,12 +271,29 @@ def containerd_ready(layout: NodeLayout) -> bool:
 
 def import_images(layout: NodeLayout) -> list[str]:
     """Import each image hack/build-images.sh exported whose ID the node has not imported yet;
-    return the names imported. The pause image must be there: no pod starts without it."""
+    return the names imported. Images the node no longer needs (older builds) are removed, so the
+    node's store holds one copy of each. The pause image must be there: no pod starts without it."""
     exports = cache_dir() / "images"
     if not (exports / "pause.tar").exists():
         raise RuntimeError(f"no images in {exports}: build them first with `make images` "
                            "(hack/build-images.sh)")
     marker = layout.containerd_root / "imported.json"
+    try:
+        imported = _import_new(layout, exports, marker)
+    except RuntimeError as error:
+        # A node stopped in the middle of an import can leave layers without their parents; the
+        # store is a cache, so start it over once.
+        log.warning("importing failed (%s); removing the node's images and importing them again", error)
+        refs = [ref for ref, _ in _image_refs(layout)]
+        if refs:
+            ctr(layout, "images", "rm", "--sync", *refs, check=False)
+        marker.unlink(missing_ok=True)
+        imported = _import_new(layout, exports, marker)
+    prune_images(layout)
+    return imported
+
+
+def _import_new(layout: NodeLayout, exports: Path, marker: Path) -> list[str]:
     done = json.loads(marker.read_text()) if marker.exists() else {}
     imported = []
     for tar in sorted(exports.glob("*.tar")):
@@ -292,9 +309,27 @@ def import_images(layout: NodeLayout) -> list[str]:
     return imported
 
 
+def _image_refs(layout: NodeLayout) -> list[tuple[str, str]]:
+    """(reference, target digest) of every image in the node's store."""
+    listing = ctr(layout, "images", "ls", check=False, timeout=60).stdout.decode().splitlines()
+    return [(cols[0], cols[2]) for cols in (line.split() for line in listing[1:]) if len(cols) >= 3]
+
+
+def prune_images(layout: NodeLayout) -> list[str]:
+    """Remove every image reference whose target is not one of the current `torchyard/*:local`
+    images (an older build, and the ID references the CRI plugin adds for it), so containerd can
+    collect its layers; return the references removed."""
+    refs = _image_refs(layout)
+    current = {target for ref, target in refs if ref.startswith("docker.io/torchyard/") and ref.endswith(":local")}
+    stale = [ref for ref, target in refs if target not in current]
+    if stale:
+        ctr(layout, "images", "rm", "--sync", *stale, check=False)
+        log.info("removed %d image references of older builds from the node", len(stale))
+    return stale
+
+
 def _has_image(layout: NodeLayout, name: str) -> bool:
-    listing = ctr(layout, "images", "ls", "-q", check=False, timeout=30).stdout.decode()
-    return any(line.startswith(f"docker.io/torchyard/{name}:") for line in listing.splitlines())
+    return any(ref.startswith(f"docker.io/torchyard/{name}:") for ref, _ in _image_refs(layout))
 
 
 def remove_containers(layout: NodeLayout) -> None:

@@ -48,3 +48,32 @@ def test_any_other_failure_is_reported_without_a_retry(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="etcd exited"):
         local.up(build=False)
     assert len(attempts) == 1
+
+
+@pytest.fixture
+def sleeping(tmp_path):
+    """A cluster whose recorded etcd is a running `sleep 60`."""
+    import json
+    import subprocess
+
+    popen = subprocess.Popen(["sleep", "60"])
+    local = cluster_mod.LocalCluster(tmp_path / "cluster")
+    local.layout.root.mkdir(parents=True)
+    ports = dict(etcd=1, etcd_peer=2, apiserver=3, controller_manager=4, scheduler=5, kwok=6)
+    process = {"name": "etcd", "pid": popen.pid, "exe": "sleep", "log": str(tmp_path / "etcd.log")}
+    local.layout.state_file.write_text(json.dumps({"ports": ports, "processes": [process]}))
+    yield local
+    popen.kill()
+    popen.wait()
+
+
+def test_a_cluster_started_with_this_checkouts_flags_is_current(sleeping, monkeypatch):
+    monkeypatch.setitem(cluster_mod.COMMANDS, "etcd", lambda bins, layout, ports: ["sleep", "60"])
+    assert sleeping.outdated() == []
+
+
+def test_a_cluster_started_with_other_flags_is_outdated(sleeping, monkeypatch):
+    # A checkout that adds a flag (a feature gate, an admission plugin) must not reuse a cluster
+    # started without it: tests would run against flags the code does not expect.
+    monkeypatch.setitem(cluster_mod.COMMANDS, "etcd", lambda bins, layout, ports: ["sleep", "60", "--v=2"])
+    assert sleeping.outdated() == ["etcd"]

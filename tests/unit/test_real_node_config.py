@@ -100,3 +100,14 @@ def test_mounts_under_lists_deepest_first(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: "\n".join(lines)
                         if str(self) == "/proc/self/mountinfo" else real_read(self, *a, **k))
     assert host.mounts_under(tmp_path / "a") == [f"{tmp_path}/a/b/c", f"{tmp_path}/a/b", f"{tmp_path}/a"]
+
+
+def test_an_older_build_of_an_image_is_removed_from_the_node(node, monkeypatch):
+    # Each trainer build is ~6 GB: the node's store must keep only the images now tagged.
+    refs = [("docker.io/torchyard/trainer:local", "sha256:new"), ("sha256:trainer-id-new", "sha256:new"),
+            ("sha256:trainer-id-old", "sha256:old"), ("docker.io/torchyard/pause:local", "sha256:p")]
+    removed = []
+    monkeypatch.setattr(realnode, "_image_refs", lambda layout: refs)
+    monkeypatch.setattr(realnode, "ctr", lambda layout, *args, **kw: removed.extend(args))
+    assert realnode.prune_images(node) == ["sha256:trainer-id-old"]
+    assert removed == ["images", "rm", "--sync", "sha256:trainer-id-old"]
