@@ -103,6 +103,8 @@ def test_a_job_lives_through_a_control_plane_restart(cluster, crds, namespace, o
     create(cluster, namespace, trainingjob("after", worker={"replicas": 1}))
     wait_for(phase_is(cluster, namespace, "after", "Running"), "a new job Running", timeout=WATCH_TIMEOUT)
     finish(cluster, faults, namespace, "cp")
+    # The record lags the API server by an event: it must hold the end it judges.
+    wait_for(lambda: counters(jobs, "cp")[-1][3] == "Succeeded", "the record showing cp Succeeded", timeout=30)
     jobs.stop(), pods.stop()
 
     st = status(cluster, namespace, "cp")
