@@ -161,7 +161,8 @@ def test_serving_switches_live_through_a_control_plane_restart(cluster, crds, na
     control_plane.restart(component)  # in the middle of the rollback to the warm v1
     wait_selected(cluster, namespace, 1, timeout=WATCH_TIMEOUT)
     # The switch's history entry is written just after the selector: the record must hold it.
-    wait_for(lambda: switches(deployment)[-1:] == [(2, 1, "manual")], "the rollback in the history", timeout=30)
+    wait_for(lambda: switches(deployment)[-1:] == [(2, 1, "manual")] and selector_versions(service)[-1] == 1,
+             "the record holding the rollback", timeout=30)
     service.stop(), deployment.stop()
 
     # Traffic moved only to a ready version (v1 ready throughout, v2 once ready again), never back
