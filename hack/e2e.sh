@@ -11,6 +11,7 @@
 #   TORCHYARD_E2E_CLUSTER_DIR  the cluster's state directory ($TORCHYARD_CACHE/e2e-cluster)
 #   E2E_KEEP_CLUSTER           1 keeps the cluster afterwards (its kubeconfig path is printed)
 #   PYTEST_ARGS                extra pytest arguments (for example `-k failover`)
+#   TORCHYARD_E2E_HOST_PROMETHEUS  0 skips the dashboard check through a Prometheus on the host
 #   BUILD_CA_BUNDLE            CA bundle for pip inside image builds (hack/build-images.sh)
 set -euo pipefail
 
@@ -82,6 +83,8 @@ say "chart installed"
 export TORCHYARD_E2E_RELEASE="$RELEASE" TORCHYARD_E2E_RELEASE_NAMESPACE="$RELEASE_NAMESPACE"
 export TORCHYARD_E2E_NAMESPACE="$WATCHED_NAMESPACE" TORCHYARD_E2E_IMAGE_TAG=local
 export TORCHYARD_E2E_RUNTIME=local TORCHYARD_E2E_CONTAINERD="$DIR/node/containerd/containerd.sock"
+# The host reaches the node's pods, so a Prometheus on the host scrapes them as one in the cluster would.
+export TORCHYARD_E2E_HOST_PROMETHEUS="${TORCHYARD_E2E_HOST_PROMETHEUS:-1}"
 status=0
 # shellcheck disable=SC2086  # PYTEST_ARGS is a list of arguments
 "$PY" -m pytest tests/e2e -v ${PYTEST_ARGS:-} || status=$?

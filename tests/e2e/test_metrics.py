@@ -10,8 +10,8 @@ fails (a ResourceQuota forbids the job's pod, as a full namespace would).
 With TORCHYARD_E2E_HOST_PROMETHEUS=1, a real Prometheus (the pinned build) runs on the host
 meanwhile and finds the training and model-server pods through Kubernetes service discovery,
 selected as the chart's PodMonitors select them; every query of the dashboard's training and
-serving rows must then return data labelled with the job, the model and its version. It is off
-by default until it has passed on a real node."""
+serving rows must then return data labelled with the job, the model and its version. hack/e2e.sh
+turns it on (the host reaches the local node's pods); on kind it stays off unless set."""
 from __future__ import annotations
 
 import copy
