@@ -219,6 +219,8 @@ def main() -> int:
     core, custom = kube.core, kube.custom
     subprocess.run([str(ROOT / ".venv" / "bin" / "kubectl"), "--kubeconfig", path, "apply", "--server-side",
                     "--force-conflicts", "-f", str(ROOT / "crds")], check=True, capture_output=True)
+    subprocess.run([str(ROOT / ".venv" / "bin" / "kubectl"), "--kubeconfig", path, "wait", "--timeout=60s",
+                    "--for=condition=Established", f"crd/{PLURAL}.{GROUP}"], check=True, capture_output=True)
     namespace = f"soak-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace}})
     log = Path(f"/tmp/{namespace}-operator.log")
