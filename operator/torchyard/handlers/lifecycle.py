@@ -17,8 +17,8 @@ from torchyard.kube.cache import CachedKube, WatchCache
 from torchyard.kube.client import Kube, load_config
 from torchyard.nodes import NodeHealth
 from torchyard.peering import acting
-from torchyard.relist import Relister
 from torchyard.queueing import start_queueing
+from torchyard.relist import Relister
 from torchyard.serving import ServingReconciler
 from torchyard.workqueue import WorkQueue
 
