@@ -142,7 +142,7 @@ def test_server_applies_the_defaults_the_parser_assumes(cluster, crds, namespace
     assert stored["spec"]["worker"] == {"replicas": 1, "gpus": 0}
     assert stored["spec"]["runPolicy"] == {
         "backoffLimit": 3, "cleanPodPolicy": "Running", "suspend": False,
-        "restartPolicy": "OnFailure", "restartScope": "Gang",
+        "restartPolicy": "OnFailure", "restartScope": "Gang", "gangScheduling": False,
     }
     stored["metadata"]["namespace"] = minimal["metadata"]["namespace"] = namespace
     assert tj.parse_training_job(stored).spec == tj.parse_training_job(minimal).spec
