@@ -1,8 +1,9 @@
 """The ParameterServer strategy, worker side: push gradient shards, pull parameter shards.
 
 A worker keeps a full replica for its forward and backward passes but never steps an optimizer:
-after each backward it sends every server the gradients of the tensors that server owns and waits
-for the updated values, which it copies back into its replica.
+during each backward it sends every server the gradients of the tensors that server owns, bucket by
+bucket as they are ready (:mod:`torchyard_trainer.ps_overlap`), and then waits for the updated
+values, which it copies back into its replica.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch import nn
 
 from torchyard_trainer import ps_protocol as wire
 from torchyard_trainer.distributed import Process
+from torchyard_trainer.ps_overlap import BucketPusher
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +41,17 @@ class ParameterServerClient:
         """Bind to ``model``'s parameters (the same objects stay bound if pruning renames them)."""
         self._params = [p for _, p in model.named_parameters()]
         self._shards = [[self._params[i] for i in self.plan.owned(s)] for s in self.servers]
+        self._pusher = BucketPusher(self.plan, self._params)
         self.pull()
         return model
 
     def _send_header(self, server: int, op: int, numel: int = 0):
         return dist.isend(wire.header(op, self.step, self.process.rank, numel), dst=server, tag=wire.TAG_HEADER)
 
-    def _receive_parameters(self, sends: list) -> None:
-        receives = [dist.irecv(self._buffers[s], src=s, tag=wire.TAG_PARAMETERS) for s in self.servers]
+    def _post_receives(self) -> list:
+        return [dist.irecv(self._buffers[s], src=s, tag=wire.TAG_PARAMETERS) for s in self.servers]
+
+    def _adopt(self, sends: list, receives: list) -> None:
         for work in sends + receives:
             wire.wait(work, self.timeout)
         for s in self.servers:
@@ -54,23 +59,25 @@ class ParameterServerClient:
         self.servers_stopping = self.servers_stopping or any(bool(b[-1] > 0) for b in self._buffers)
 
     def update(self, loss: torch.Tensor) -> float:
-        """Backward, push each server its gradient shard, adopt the parameters it answers with."""
+        """Push each server its gradient shard during backward, adopt the parameters it answers with.
+
+        The replies' receives are posted before backward, so each lands as soon as its server has
+        the step's pushes (in Sync mode, every worker's). Returns the seconds spent waiting after
+        backward: the communication that did not overlap it.
+        """
         for p in self._params:
             p.grad = None
-        loss.backward()
+        headers = [self._send_header(s, wire.OP_PUSH, self.plan.numel(s)) for s in self.servers]
+        receives = self._post_receives()
+        sends = self._pusher.push(loss)
         start = time.perf_counter()
-        sends = []
-        for s in self.servers:
-            grads = wire.flatten([p.grad if p.grad is not None else torch.zeros_like(p) for p in self._shards[s]])
-            sends.append(self._send_header(s, wire.OP_PUSH, grads.numel()))
-            sends.append(dist.isend(grads, dst=s, tag=wire.TAG_GRADIENTS))
-        self._receive_parameters(sends)
+        self._adopt(headers + sends, receives)
         self.step += 1
         return time.perf_counter() - start
 
     def pull(self) -> None:
         """Replace the replica's parameters with the servers' current ones."""
-        self._receive_parameters([self._send_header(s, wire.OP_PULL) for s in self.servers])
+        self._adopt([self._send_header(s, wire.OP_PULL) for s in self.servers], self._post_receives())
 
     def checkpoint_state(self) -> dict:
         """Each server's optimizer state, for the lead worker's checkpoint."""

@@ -53,6 +53,7 @@ class ShardHost:
         self.index = index
         self.names = [name for name, _ in model.named_parameters()]
         self.owned = plan.owned(index)
+        self.buckets = plan.buckets(index)
         params = [p for _, p in model.named_parameters()]
         self.shapes = [params[i].shape for i in self.owned]
         self.param = nn.Parameter(wire.flatten([params[i] for i in self.owned]).clone())
@@ -140,7 +141,9 @@ class ShardHost:
                 payload = None
                 if op == wire.OP_PUSH:
                     payload = torch.empty(self.param.numel())
-                    wire.wait(dist.irecv(payload, src=worker, tag=wire.TAG_GRADIENTS), self.timeout)
+                    for bucket in self.buckets:
+                        chunk = payload[bucket.start:bucket.end]
+                        wire.wait(dist.irecv(chunk, src=worker, tag=wire.TAG_GRADIENTS), self.timeout)
                 self._inbox.put(_Message(worker, op, step, payload))
                 if op in wire.FINAL_OPS:
                     return

@@ -2,7 +2,9 @@
 
 All messages are torch.distributed point-to-point transfers (gloo) on the job's one process
 group. A worker starts every request with a header, an int64 tensor ``[op, step, rank, numel]``
-sent with tag 1; a push follows it with its gradient shard (float32, tag 2). A parameter server
+sent with tag 1; a push follows it with its gradient shard (float32, tag 2) in buckets, last
+tensors first, so a worker can send each bucket as soon as its backward pass has produced it
+(see :func:`buckets`). A parameter server
 answers pushes and pulls with its parameter shard (float32, tag 3) and a state request with one
 pickled object (``send_object_list``). Each server owns the parameters the shard plan gives it and
 keeps them as one flat tensor in model order. Each parameter reply carries one more value at its
@@ -28,6 +30,16 @@ TAG_HEADER = 1
 TAG_GRADIENTS = 2
 TAG_PARAMETERS = 3
 HEADER_SIZE = 4
+BUCKET_VALUES = 1 << 18  # a gradient bucket holds at least this many values (1 MiB), or the rest
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One gradient message: tensors ``first..last`` of a server's shard, values ``start:end`` of its flat vector."""
+
+    positions: tuple[int, ...]  # indices into the server's owned tensors, in model order
+    start: int
+    end: int
 
 
 def header(op: int, step: int, rank: int, numel: int) -> torch.Tensor:
@@ -53,6 +65,18 @@ class ShardPlan:
 
     def numel(self, server: int) -> int:
         return sum(self.sizes[i] for i in self.owned(server))
+
+    def buckets(self, server: int, values: int = BUCKET_VALUES) -> list[Bucket]:
+        """``server``'s gradient shard in send order: last tensors first, as backward produces them."""
+        sizes = [self.sizes[i] for i in self.owned(server)]
+        result, positions, end, count = [], [], sum(sizes), 0
+        for position in reversed(range(len(sizes))):
+            positions.insert(0, position)
+            count += sizes[position]
+            if count >= values or position == 0:
+                result.append(Bucket(tuple(positions), end - count, end))
+                positions, end, count = [], end - count, 0
+        return result
 
 
 def plan_shards(sizes: list[int], servers: int) -> ShardPlan:
