@@ -56,7 +56,9 @@ class ShardHost:
         self.buckets = plan.buckets(index)
         params = [p for _, p in model.named_parameters()]
         self.shapes = [params[i].shape for i in self.owned]
-        self.param = nn.Parameter(wire.flatten([params[i] for i in self.owned]).clone())
+        values = wire.flatten([params[i] for i in self.owned])
+        self._reply_buffer = torch.cat([values, torch.zeros(1)])  # the shard, then the stop flag
+        self.param = nn.Parameter(self._reply_buffer[:-1])  # a view: a step updates the reply in place
         self.optimizer = build_optimizer([self.param], optimizer)
         self.mode = mode
         self.workers = workers
@@ -163,7 +165,10 @@ class ShardHost:
         """Apply a complete Sync step, or release Async workers back within the staleness bound."""
         if pending and set(pending) >= active:
             order = sorted(pending)
-            self._apply(torch.stack([pending[w] for w in order]).sum(dim=0) / len(order))
+            total = pending[order[0]]
+            for worker in order[1:]:
+                total += pending[worker]
+            self._apply(total.div_(len(order)))
             pending.clear()
             self._reply(order)
         if held:
@@ -185,9 +190,8 @@ class ShardHost:
         if not workers:
             return
         start = time.perf_counter()
-        flag = torch.ones(1) if shutdown.requested() else torch.zeros(1)
-        reply = torch.cat([self.param.detach(), flag])
-        works = [dist.isend(reply, dst=w, tag=wire.TAG_PARAMETERS) for w in workers]
+        self._reply_buffer[-1] = 1.0 if shutdown.requested() else 0.0
+        works = [dist.isend(self._reply_buffer, dst=w, tag=wire.TAG_PARAMETERS) for w in workers]
         for work in works:
             wire.wait(work, self.timeout)
         self.metrics.communication_seconds.observe(time.perf_counter() - start)
