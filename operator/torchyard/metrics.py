@@ -83,6 +83,11 @@ MODEL_SWITCH_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60),
     registry=REGISTRY,
 )
+# Each reason's series exists from the start, at zero: a series born at its first observation has
+# no earlier sample, so rate() over it shows nothing for that first switch.
+SWITCH_REASONS = ("promotion", "manual", "failover", "failback")
+for _reason in SWITCH_REASONS:
+    MODEL_SWITCH_SECONDS.labels(_reason)
 
 
 @contextmanager
