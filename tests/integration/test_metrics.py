@@ -67,11 +67,14 @@ def test_operator_metrics_move_with_the_jobs_life(cluster, crds, namespace, oper
     # The program fails (exit 1): a restart charged to the user.
     faults.terminate_container(namespace, "watched-worker-1", exit_code=1, message="RuntimeError: boom")
     wait_for(running_again(cluster, namespace, "watched", 1), "the gang running again")
+    # The operator counts a transition once its status write is answered, a moment after the
+    # API server shows the phase: wait for the count, then check that nothing else moved.
     after_user = wait_for(lambda: (s := Scrape(operator.url)).value(
-        "torchyard_trainingjob_restarts_total", cause="user", **ns) == 1 and s, "a user restart counted")
+        "torchyard_trainingjob_restarts_total", cause="user", **ns) == 1 and s.value(
+        "torchyard_trainingjob_phase_transitions_total", phase="Running", **ns) == 2 and s,
+        "a user restart and the second Running counted")
     assert after_user.value("torchyard_trainingjob_restarts_total", cause="infrastructure", **ns) == 0
     assert after_user.value("torchyard_trainingjob_phase_transitions_total", phase="Restarting", **ns) == 1
-    assert after_user.value("torchyard_trainingjob_phase_transitions_total", phase="Running", **ns) == 2
     assert after_user.value("torchyard_reconcile_duration_seconds_count", kind="TrainingJob") > reconciles
     # Only the first attempt's start-up is a time-to-running observation.
     assert after_user.value("torchyard_trainingjob_time_to_running_seconds_count") == \
