@@ -89,3 +89,13 @@ class S3Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A versitygw on loopback over a fresh directory, shared by the tests of one module."""
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 
-from s3server import BUCKET, S3Server
+from s3server import BUCKET, s3  # noqa: F401  (s3: the fixture)
 from test_preemption import CONFIG as SIGTERM_CONFIG
 from test_preemption import STOPPED_AFTER, draw_step, signal_env
 from test_resume import CONFIG as KILL_CONFIG
@@ -27,15 +27,6 @@ from torchyard_trainer.objstore import Location, ObjectStoreError, upload_direct
 from torchyard_trainer.serve_source import ObjectSource
 
 pytestmark = pytest.mark.trainer
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    server = S3Server(tmp_path_factory.mktemp("s3"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def run_in_s3(s3, root, name: str, config: dict, **kwargs):

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from s3server import BUCKET, S3Server
+from s3server import BUCKET, s3  # noqa: F401  (s3: the fixture)
 from test_serve import FEATURES, NAME, VERSION, Server, infer_body, save, trained_model
 from torchyard_trainer import objstore
 from torchyard_trainer.artifact import METADATA_FILE, verify_artifact
@@ -19,15 +19,6 @@ pytestmark = pytest.mark.trainer
 
 PREFIX = f"{NAME}/run-1"
 URI = f"s3://{BUCKET}/{PREFIX}"
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    server = S3Server(tmp_path_factory.mktemp("s3"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
