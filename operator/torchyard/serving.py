@@ -2,8 +2,10 @@
 
 The serving counterpart of jobs.py, and the only place that joins the pure pieces (parsing, the
 builders of reconcile-free manifests, ``decide_serving``) to the API layer. Every trigger (the
-ModelDeployment, its ModelVersions, Deployments, pods and Service changing, a timer, the resync)
-calls :meth:`ServingReconciler.reconcile`; it reads everything afresh under a per-object lock.
+ModelDeployment, its ModelVersions, Deployments, pods and Service changing, a grace period ending,
+the rare safety resync) queues the ModelDeployment's key (torchyard.workqueue); a worker calls
+:meth:`ServingReconciler.reconcile`, one pass per ModelDeployment at a time. What it observes comes
+from the `Kube` it is given: in the operator the watch cache (kube/serving_cache.py).
 
 Acting puts the traffic switch first: it is the one time-critical write, and the decision has
 already checked that its target is ready. Retiring the version that lost traffic comes after it,
@@ -13,13 +15,9 @@ and the status (with the switch in its history) last.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, Mapping
-
-import kopf
+from typing import Any, Callable, Mapping
 
 from torchyard import metrics
 from torchyard.api import modeldeployment as md_api
@@ -40,6 +38,9 @@ from torchyard.settings import Settings
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
+# A golden request that failed may pass later with no event (a model server still warming up):
+# the ModelDeployment is decided again after this long.
+GOLDEN_RETRY_SECONDS = 5.0
 
 
 class ServingReconciler(Reconciler):
@@ -50,10 +51,10 @@ class ServingReconciler(Reconciler):
         self.kube = kube
         self.settings = settings
         self.golden = golden or GoldenCheck()
-        self._guard = threading.Lock()  # guards the timers
-        self._timers: dict[Key, tuple[float, threading.Timer]] = {}
         self._models: dict[Key, str] = {}
-        self._known: set[Key] = set()  # every ModelDeployment its watch has shown
+        # Called with a ModelDeployment's key and a delay when its decision may change with no
+        # event (a grace period ends): the work queue's add_after. None: nothing is scheduled.
+        self.on_due: Callable[[Key, float], None] | None = None
 
     def _read(self, namespace: str, name: str) -> dict | None:
         return self.kube.get_model_deployment(namespace, name)
@@ -61,39 +62,11 @@ class ServingReconciler(Reconciler):
     def _patch_status(self, namespace: str, name: str, status: dict) -> None:
         self.kube.patch_model_deployment_status(namespace, name, status)
 
-    def reconcile_model(self, namespace: str, model: str) -> None:
-        """Every ModelDeployment serving `model` (a ModelVersion of it appeared or changed)."""
-        for obj in self.kube.list_model_deployments(namespace):
-            if (obj.get("spec") or {}).get("modelName") == model:
-                self.reconcile(namespace, obj["metadata"]["name"])
-
-    def seen(self, namespace: str, name: str) -> None:
-        """The watch showed this ModelDeployment: the resync goes over it from now on."""
-        self._known.add((namespace, name))
-
-    def known(self, namespace: str | None) -> list[dict]:
-        """The ModelDeployments the watch has shown (in `namespace`, or all), as the resync's
-        listing: no request to the API server, so no ModelDeployment at all costs nothing."""
-        keys = sorted(k for k in self._known if namespace is None or k[0] == namespace)
-        return [{"metadata": {"namespace": ns, "name": name}} for ns, name in keys]
-
     def forget(self, namespace: str, name: str) -> None:
         super().forget(namespace, name)
-        key = (namespace, name)
-        self._known.discard(key)
-        with self._guard:
-            timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer[1].cancel()
-        model = self._models.pop(key, None)
+        model = self._models.pop((namespace, name), None)
         if model is not None and model not in self._models.values():
             metrics.MODEL_ACTIVE_VERSION.remove(model)
-
-    def stop(self) -> None:
-        with self._guard:
-            timers, self._timers = list(self._timers.values()), {}
-        for _, timer in timers:
-            timer.cancel()
 
     # --- one reconcile ------------------------------------------------------------------------------
 
@@ -132,8 +105,8 @@ class ServingReconciler(Reconciler):
         except Refused as exc:  # asking again gets the same answer: the user must change the spec
             return self._reject(obj, previous, SpecError("spec", f"was refused by the API server: {exc}"), now)
         self._record(obj, md, previous, plan)
-        if plan.recheck_after is not None:
-            self._schedule(namespace, name, plan.recheck_after)
+        if plan.recheck_after is not None and self.on_due is not None:
+            self.on_due((namespace, name), plan.recheck_after)
 
     def _read(self, md: ModelDeployment) -> tuple[dict[int, ModelVersion], dict[int, dict], list[dict], dict | None]:
         versions: dict[int, ModelVersion] = {}
@@ -167,6 +140,8 @@ class ServingReconciler(Reconciler):
                 verified[version] = answer is True  # no answer fails closed, like a wrong one
             observed = replace(observed, verified=verified)
             plan = decide_serving(md, previous, observed)
+        if False in observed.verified.values():
+            plan.recheck_after = min(plan.recheck_after or GOLDEN_RETRY_SECONDS, GOLDEN_RETRY_SECONDS)
         return plan
 
     def _act(self, md: ModelDeployment, plan: ServingPlan, versions: Mapping[int, ModelVersion],
@@ -260,34 +235,6 @@ class ServingReconciler(Reconciler):
             log.warning("ModelDeployment %s/%s: %s", md.namespace, md.name, message)
             self.kube.patch_model_deployment_status(md.namespace, md.name, status)
             self.kube.emit_event(obj, "Warning", DUPLICATE, message)
-
-    # --- timers -------------------------------------------------------------------------------------
-
-    def _schedule(self, namespace: str, name: str, delay: float) -> None:
-        """Reconcile again after `delay` seconds (a grace period ends); an earlier timer wins."""
-        key, due = (namespace, name), time.monotonic() + delay
-        with self._guard:
-            current = self._timers.get(key)
-            if current is not None and current[0] <= due + 0.01:
-                return
-            if current is not None:
-                current[1].cancel()
-            timer = threading.Timer(delay, self._fire, args=(namespace, name, due))
-            timer.daemon = True
-            self._timers[key] = (due, timer)
-        timer.start()
-
-    def _fire(self, namespace: str, name: str, due: float) -> None:
-        with self._guard:
-            current = self._timers.get((namespace, name))
-            if current is not None and current[0] == due:
-                del self._timers[(namespace, name)]
-        try:
-            self.reconcile(namespace, name)
-        except (kopf.TemporaryError, kopf.PermanentError) as exc:
-            log.warning("timed reconcile of ModelDeployment %s/%s: %s", namespace, name, exc)
-        except Exception:
-            log.exception("timed reconcile of ModelDeployment %s/%s failed", namespace, name)
 
 
 def serves_for(service: Mapping[str, Any], md: ModelDeployment) -> bool:

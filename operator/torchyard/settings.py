@@ -27,7 +27,10 @@ class Settings:
     progress_url_base: str = ""
     # Key that signs each job's progress token; keep it stable across restarts (the chart does).
     progress_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
-    resync_seconds: float = 5.0
+    # The ModelDeployments' safety resync (TORCHYARD_RESYNC_SECONDS): their watch cache listed afresh
+    # and every one queued. Grace periods are queued for when they end, so this only repairs a
+    # missed event (it was a pass over every ModelDeployment every 5 s, reading the API server).
+    resync_seconds: float = 300.0
     # The TrainingJobs' safety resync: the watch cache listed afresh and every job queued. Their
     # time-based rules are queued for when they fall due, so this only repairs a missed event.
     job_resync_seconds: float = 300.0

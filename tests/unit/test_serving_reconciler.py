@@ -4,7 +4,7 @@ before a switch, and status patches that delete what the decision dropped."""
 from __future__ import annotations
 
 from torchyard.builders.serving import build_deployment
-from torchyard.serving import ServingReconciler, status_patch
+from torchyard.serving import GOLDEN_RETRY_SECONDS, ServingReconciler, status_patch
 from torchyard.settings import Settings
 
 from serving import md, version
@@ -142,12 +142,19 @@ def test_a_service_of_the_models_name_made_by_someone_else_is_never_taken_over()
     assert "TrainingJob digits" in degraded["message"]
 
 
-def test_the_resync_goes_over_the_model_deployments_the_watch_showed_without_asking_the_api():
-    serving = ServingReconciler(kube=None, settings=Settings())
-    assert serving.known(None) == []  # none at all: the resync sends no request
-    serving.seen("ml", "digits")
-    serving.seen("serving", "mnist")
-    assert [m["metadata"]["name"] for m in serving.known(None)] == ["digits", "mnist"]
-    assert serving.known("ml") == [{"metadata": {"namespace": "ml", "name": "digits"}}]
-    serving.forget("ml", "digits")
-    assert serving.known("ml") == []
+def test_a_grace_period_queues_the_next_pass_for_when_it_ends():
+    kube = FakeKube({"failover": {"gracePeriodSeconds": 30}}, {"activeVersion": 2, "history": [], "conditions": []},
+                    [version(1), version(2)], {1: True, 2: False}, selected=2)
+    serving, due = reconciler(kube), []
+    serving.on_due = lambda key, delay: due.append((key, delay))
+    serving.reconcile("ml", "digits")
+    assert not [w for w in kube.writes if w[0] == "patch_service"]
+    assert len(due) == 1 and due[0][0] == ("ml", "digits") and 29 < due[0][1] <= 30
+
+
+def test_a_failed_golden_request_is_asked_again_later_with_no_event():
+    kube = FakeKube({"verification": GOLDEN}, {}, [version(1)], {1: True}, selected=None)
+    serving, due = reconciler(kube, golden=lambda md, v, pod: False), []
+    serving.on_due = lambda key, delay: due.append((key, delay))
+    serving.reconcile("ml", "digits")
+    assert due == [(("ml", "digits"), GOLDEN_RETRY_SECONDS)]

@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 import kopf
 
 from torchyard.fanout import Fanout
-from torchyard.handlers.resync import resync_forever
 from torchyard.http import Server, build_app
 from torchyard.jobs import JobReconciler
 from torchyard.kube.cache import CachedKube, WatchCache
 from torchyard.kube.client import Kube, load_config
+from torchyard.kube.serving_cache import MODEL_DEPLOYMENTS, CachedServingKube, ServingCache
 from torchyard.nodes import NodeHealth
 from torchyard.peering import acting
 from torchyard.queueing import start_queueing
@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 # Writes in flight at once from all reconcile workers' passes (kube/client.py keeps a connection
 # for each); 8 workers each starting a gang of a Service and three pods fit.
 FANOUT_THREADS = 32
+# ModelDeployments' passes have workers of their own, so a failover never waits behind a burst of
+# TrainingJobs; a pass is a few cache reads and, rarely, a handful of writes.
+SERVING_WORKERS = 4
 
 
 class RetryForever:
@@ -69,7 +72,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     memo.queue.start()
     memo.relister = Relister(lambda: relist_all(cached, options.namespaces),
                              lambda: queue_all(memo.queue, memo.cache))
-    memo.serving = ServingReconciler(kube, options.settings)
+    memo.serving_queue, served = await start_serving(memo, options)
     memo.server = Server(build_app(memo.jobs.accept_progress), options.http_host, options.http_port)
     await memo.server.start()
 
@@ -82,17 +85,31 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
         scope = options.namespaces[0] if options.namespaces else None
         acts = acting(kube.peers(options.peering, scope), options.priority, datetime.now(timezone.utc))
         if acts and not was_acting[0]:
-            for namespace in options.namespaces or [None]:
-                cached.relist(namespace)
+            relist_all(cached, options.namespaces)
+            relist_all(served, options.namespaces)
         was_acting[0] = acts
         return acts
 
-    interval = options.settings.resync_seconds
     memo.resync = asyncio.create_task(safety_resync_forever(
         cached, memo.queue, options.namespaces, options.settings.job_resync_seconds, this_replica_acts))
-    memo.serving_resync = asyncio.create_task(resync_forever(
-        "ModelDeployment", memo.serving.known, memo.serving.reconcile, options.namespaces,
-        interval, this_replica_acts))
+    memo.serving_resync = asyncio.create_task(safety_resync_forever(
+        served, memo.serving_queue, options.namespaces, options.settings.resync_seconds, this_replica_acts,
+        "ModelDeployments", lambda: served.cache.keys(MODEL_DEPLOYMENTS)))
+
+
+async def start_serving(memo: kopf.Memo, options) -> tuple[WorkQueue, CachedServingKube]:
+    """The ModelDeployments' watch cache, seeded before any watch event, and their work queue."""
+    memo.serving_cache = ServingCache()
+    served = CachedServingKube(memo.serving_cache)
+    for namespace in options.namespaces or [None]:
+        await asyncio.to_thread(served.relist, namespace)
+    memo.serving = ServingReconciler(served, options.settings)
+    queue = WorkQueue(lambda key: memo.serving.take(key, queue.add_after), SERVING_WORKERS)
+    memo.serving.on_due = queue.add_after
+    queue.start()
+    memo.serving_relister = Relister(lambda: relist_all(served, options.namespaces),
+                                     lambda: [queue.add(key) for key in memo.serving_cache.keys(MODEL_DEPLOYMENTS)])
+    return queue, served
 
 
 @kopf.on.cleanup()
@@ -101,11 +118,11 @@ async def stop(memo: kopf.Memo, **_) -> None:
     memo.queue.stop()
     memo.fanout.stop()
     memo.serving_resync.cancel()
-    memo.serving.stop()
+    memo.serving_queue.stop()
     await memo.server.stop()
 
 
-def relist_all(cached: CachedKube, namespaces: list[str] | None) -> None:
+def relist_all(cached: CachedKube | CachedServingKube, namespaces: list[str] | None) -> None:
     for namespace in namespaces or [None]:
         cached.relist(namespace)
 
@@ -115,9 +132,11 @@ def queue_all(queue: WorkQueue, cache: WatchCache) -> None:
         queue.add(key)
 
 
-async def safety_resync_forever(cached: CachedKube, queue: WorkQueue, namespaces: list[str] | None,
-                                interval: float, acts) -> None:
-    """Rarely, list the cache afresh (a watch may have missed a deletion) and queue every job."""
+async def safety_resync_forever(cached: CachedKube | CachedServingKube, queue: WorkQueue, namespaces: list[str] | None,
+                                interval: float, acts, kind: str = "TrainingJobs", keys=None) -> None:
+    """Rarely, list the cache afresh (a watch may have missed a deletion) and queue every object
+    of the kind (`keys()`; the TrainingJobs by default)."""
+    keys = keys or cached.cache.job_keys
     while True:
         await asyncio.sleep(interval)
         try:
@@ -126,6 +145,6 @@ async def safety_resync_forever(cached: CachedKube, queue: WorkQueue, namespaces
             for namespace in namespaces or [None]:
                 await asyncio.to_thread(cached.relist, namespace)
         except (kopf.TemporaryError, kopf.PermanentError) as exc:
-            log.warning("safety resync of TrainingJobs: %s", exc)
-        for key in cached.cache.job_keys():
+            log.warning("safety resync of %s: %s", kind, exc)
+        for key in keys():
             queue.add(key)
