@@ -256,7 +256,7 @@ def test_default_values_reach_the_operator_settings():
     assert settings.gpu_tolerations == ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
     assert settings.progress_url_base == f"http://torchyard.{NAMESPACE}.svc:8080"
     assert len(settings.progress_key) == 48
-    assert settings.resync_seconds == 5
+    assert settings.resync_seconds == 300
 
 
 def test_placement_and_trainer_image_values_reach_the_operator_settings():
