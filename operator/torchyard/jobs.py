@@ -3,8 +3,9 @@
 The only place that joins the pure pieces (parsing, builders, decide) to the API layer. Every
 trigger queues the job's key (torchyard.workqueue); a worker calls :meth:`JobReconciler.reconcile`,
 one pass per job at a time. The job, its pods and its Service come from the `Kube` it is given: in
-the operator the watch cache (kube/cache.py), which sends reads to the API server only while the
-operator's own writes have yet to show in the watch. It writes status only when the decision
+the operator the watch cache (kube/cache.py); while the operator's own writes have yet to show in
+the watch, a pass waits instead (counted apart from the passes that decide), and reads the API
+server only after one of them failed to show in time. It writes status only when the decision
 changed it, and queues the job's next pass for when a time-based rule falls due.
 """
 
@@ -40,6 +41,8 @@ from torchyard_spec import contract
 log = logging.getLogger(__name__)
 # A rule that fell due and acted may still see its moment until the watch shows the result.
 MIN_DUE_SECONDS = 1.0
+# The check for expectations that expired unmet runs this long after their moment, so it finds them expired.
+EXPIRY_MARGIN_SECONDS = 0.1
 # The part of the spec each built object comes from, named when the API server refuses it.
 ROLE_FIELDS = {contract.ROLE_WORKER: "spec.worker", contract.ROLE_PARAMETER_SERVER: "spec.parameterServer"}
 GANG_FIELD = "spec.runPolicy.gangScheduling"
@@ -58,8 +61,9 @@ class JobReconciler(Reconciler):
         self.registry = ModelRegistry(kube)
         self._phases: dict[tuple[str, str], str] = {}
         # Called with a job's key and a delay when its next time-based rule falls due (the work
-        # queue's add_after); None: a periodic resync finds it instead.
-        self.on_due: Callable[[tuple[str, str], float], None] | None = None
+        # queue's add_after), and with `when=` for a safety that holds only if nothing else
+        # happened meanwhile; None: a periodic resync finds it instead.
+        self.on_due: Callable[..., None] | None = None
         # With --kueue: queued jobs run only while Kueue admits them (torchyard.queueing).
         self.queueing: Queueing | None = None
 
@@ -79,8 +83,6 @@ class JobReconciler(Reconciler):
             self.forget(namespace, name)
             return
         if managed_elsewhere(obj):  # spec.runPolicy.managedBy: another controller runs it
-            return
-        if self._unsettled(namespace, name):
             return
         previous = obj.get("status") or {}
         now = datetime.now(timezone.utc)
@@ -107,6 +109,8 @@ class JobReconciler(Reconciler):
             self._act(job, plan, trainer_config)
         except SpecError as exc:  # the API server refused an object built from the spec
             return self._reject(obj, previous, exc, now)
+        finally:
+            self._await_writes(namespace, name, plan)
         if not recorded and not self._leaves_record(previous, plan):
             self._record(obj, job, previous, plan)
         self.registry.record(obj, job, plan.status)
@@ -123,14 +127,28 @@ class JobReconciler(Reconciler):
         return (self.on_due is not None and bool(plan.create_pods) and not plan.delete_pods
                 and not plan.force_delete_pods and _counted(plan.status) == _counted(previous))
 
-    def _unsettled(self, namespace: str, name: str) -> bool:
+    def _waits(self, namespace: str, name: str) -> bool:
         """While the watch has yet to show this job's own creates and deletes, a pass would see
-        the world from before them: it waits (as controllers' expectations do) and goes once the
-        watch shows them (their events queue the job) or they stop being expected."""
+        the world from before them: it waits (as controllers' expectations do). The event that
+        shows the last of them queues the job (handlers/trainingjob.py); the safety queued with
+        the writes covers one the watch never shows."""
         wait = self.kube.unsettled(namespace, name) if self.on_due else 0.0
         if wait > 0:
-            self.on_due((namespace, name), wait)
+            self._expire((namespace, name), wait)
         return wait > 0
+
+    def _await_writes(self, namespace: str, name: str, plan: Plan) -> None:
+        """After a pass's creates and deletes: the event that shows the last of them queues the
+        job's next pass (one shown while this pass ran goes once this pass ends); a safety at
+        their expiry covers one the watch never shows."""
+        wait = self.kube.unsettled(namespace, name) if self.on_due and _expects(plan) else 0.0
+        if wait > 0:
+            self._expire((namespace, name), wait)
+
+    def _expire(self, key: tuple[str, str], wait: float) -> None:
+        """Queue the job when its expectations expire, only if one did so unmet: the watch lagged
+        too far, and the next pass reads what it expected from the API server (kube/cache.py)."""
+        self.on_due(key, wait + EXPIRY_MARGIN_SECONDS, when=partial(self.kube.lapsed, *key))
 
     def _schedule(self, job: TrainingJob, status: dict, observed: Observed) -> None:
         """Queue the job's next pass for when a time-based rule falls due (no sweep finds it)."""
@@ -293,6 +311,11 @@ def _acts(plan: Plan) -> bool:
     """Whether the plan writes anything but status: the watch then shows it, and queues the job."""
     return bool(plan.create_service or plan.create_pods or plan.delete_pods or plan.force_delete_pods
                 or plan.delete_job or plan.create_workload)
+
+
+def _expects(plan: Plan) -> bool:
+    """Whether the plan's writes are ones the watch is expected to show (kube/cache.py)."""
+    return bool(plan.create_service or plan.create_pods or plan.delete_pods or plan.force_delete_pods)
 
 
 def _settled(job: TrainingJob, plan: Plan, observed: Observed) -> bool:

@@ -45,6 +45,13 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     registry=REGISTRY,
 )
+RECONCILE_WAITS = Counter(
+    "torchyard_reconcile_waits_total",
+    "Passes that ended at once, reading and deciding nothing, because the watch had yet to show the "
+    "operator's own creates and deletes for the object (not in torchyard_reconcile_duration_seconds).",
+    ["kind"],
+    registry=REGISTRY,
+)
 RECONCILE_ERRORS = Counter(
     "torchyard_reconcile_errors_total",
     "Reconciles that ended in an error, by kind and error class.",

@@ -41,6 +41,9 @@ class Reconciler:
         key = (namespace, name)
         if not self._backoff.due(key, time.monotonic()):
             return
+        if self._waits(namespace, name):
+            metrics.RECONCILE_WAITS.labels(self.kind).inc()
+            return
         try:
             with metrics.reconciling(self.kind):
                 self._reconcile(namespace, name)
@@ -71,6 +74,10 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         """The object is gone: drop what was kept about it."""
         self._backoff.succeeded((namespace, name))
+
+    def _waits(self, namespace: str, name: str) -> bool:
+        """Whether this pass should end at once, reading and deciding nothing (counted apart)."""
+        return False
 
     def _reconcile(self, namespace: str, name: str) -> None:
         raise NotImplementedError

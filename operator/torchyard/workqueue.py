@@ -5,7 +5,8 @@ should cost a few passes, not one each. So a trigger only names the object: a ke
 queue at most once however often it is added; a key added while a worker holds it is marked and
 goes back in once, when that pass ends, so the change is seen; a fixed number of workers take
 keys in order. ``add_after`` holds a key back until a moment falls due (a deadline, a TTL, a
-retry), so time-based rules cost nothing until then.
+retry), so time-based rules cost nothing until then; given a condition, the key goes in at that
+moment only if the condition still holds (a safety that is moot once something else happened).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class WorkQueue:
         self._waiting: set[Hashable] = set()
         self._active: set[Hashable] = set()
         self._dirty: set[Hashable] = set()
-        self._timers: list[tuple[float, int, Hashable]] = []
+        self._timers: list[tuple[float, int, Hashable, Callable[[], bool] | None]] = []
         self._due: dict[Hashable, float] = {}
         self._order = itertools.count()
         self._threads: list[threading.Thread] = []
@@ -40,16 +41,19 @@ class WorkQueue:
         with self._cond:
             self._push(key)
 
-    def add_after(self, key: Hashable, delay: float) -> None:
-        """Queue `key` once `delay` seconds have passed (the earliest of several such wishes)."""
-        if delay <= 0:
+    def add_after(self, key: Hashable, delay: float, when: Callable[[], bool] | None = None) -> None:
+        """Queue `key` once `delay` seconds have passed (the earliest of several such wishes). With
+        `when`, a wish of its own, kept apart from the others: at its moment the key goes in only if
+        `when()` says so then. `when` runs under the queue's lock, so it must not call the queue."""
+        if delay <= 0 and when is None:
             return self.add(key)
         due = self._clock() + delay
         with self._cond:
-            if self._due.get(key, float("inf")) <= due:
-                return
-            self._due[key] = due
-            heapq.heappush(self._timers, (due, next(self._order), key))
+            if when is None:
+                if self._due.get(key, float("inf")) <= due:
+                    return
+                self._due[key] = due
+            heapq.heappush(self._timers, (due, next(self._order), key, when))
             self._cond.notify()
 
     def depth(self) -> int:
@@ -81,8 +85,11 @@ class WorkQueue:
         """Move the keys whose time has come into the queue; seconds until the next, if any."""
         now = self._clock()
         while self._timers and self._timers[0][0] <= now:
-            due, _, key = heapq.heappop(self._timers)
-            if self._due.get(key) == due:
+            due, _, key, when = heapq.heappop(self._timers)
+            if when is not None:
+                if _holds(when, key):
+                    self._push(key)
+            elif self._due.get(key) == due:
                 del self._due[key]
                 self._push(key)
         return self._timers[0][0] - now if self._timers else None
@@ -114,3 +121,12 @@ class WorkQueue:
                 log.exception("work on %s failed", key)
             finally:
                 self._done(key)
+
+
+def _holds(when: Callable[[], bool], key: Hashable) -> bool:
+    """A condition that fails to answer counts as met: one pass too many is safe, one too few not."""
+    try:
+        return bool(when())
+    except Exception:
+        log.exception("the condition to queue %s failed", key)
+        return True

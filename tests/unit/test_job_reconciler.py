@@ -7,6 +7,7 @@ import copy
 import pytest
 
 from jobs import ALLREDUCE_CPU
+from torchyard import metrics
 from torchyard.jobs import JobReconciler
 from torchyard.settings import Settings
 
@@ -104,19 +105,47 @@ class Unsettled(FakeKube):
         return self.wait
 
 
-def test_a_job_whose_own_writes_have_yet_to_show_waits_for_them_and_reads_nothing():
+def waits_counted() -> float:
+    return metrics.REGISTRY.get_sample_value("torchyard_reconcile_waits_total", {"kind": "TrainingJob"}) or 0.0
+
+
+def passes_counted() -> float:
+    return metrics.REGISTRY.get_sample_value("torchyard_reconcile_duration_seconds_count", {"kind": "TrainingJob"}) or 0.0
+
+
+def test_a_job_whose_own_writes_have_yet_to_show_waits_for_them_reads_nothing_and_is_counted_apart():
     kube, queued = Unsettled(dict(RUNNING), [pod(0)], wait=12.5), []
+    kube.lapsed = lambda namespace, name: True
     jobs = JobReconciler(kube, Settings())
-    jobs.on_due = lambda key, delay: queued.append((key, delay))
+    jobs.on_due = lambda key, delay, when=None: queued.append((key, delay, when))
+    waits, passes = waits_counted(), passes_counted()
     jobs.reconcile("ml", "digits")
-    assert kube.writes == [] and queued == [(("ml", "digits"), 12.5)]
+    assert kube.writes == []
+    assert (waits_counted(), passes_counted()) == (waits + 1, passes), "a wait is no pass that decided"
+    # Nothing queued for sure: the event that shows the writes does that. Only a safety at their
+    # expiry, which goes only if one of them lapsed unmet.
+    [(key, delay, when)] = queued
+    assert key == ("ml", "digits") and delay > 12.5 and when() is True
+
+
+def test_a_pass_that_creates_queues_only_a_safety_for_its_writes_never_shown():
+    kube, queued = Unsettled({}, []), []
+    jobs = JobReconciler(kube, Settings())
+    jobs.on_due = lambda key, delay, when=None: queued.append((key, delay, when))
+    kube.unsettled = lambda namespace, name: 30.0 if kube.writes else 0.0  # once the creates went out
+    kube.lapsed = lambda namespace, name: False  # by the safety's moment the watch showed them
+    jobs.reconcile("ml", "digits")
+    assert [w[0] for w in kube.writes] == ["create_pod", "create_pod"]
+    safeties = [(delay, when) for _, delay, when in queued if when is not None]
+    assert [delay > 30.0 for delay, _ in safeties] == [True] and safeties[0][1]() is False
+    assert all(delay > 0 for _, delay, when in queued if when is None), "no plain pass at once"
 
 
 def test_a_pass_that_only_wrote_status_goes_again_only_when_the_next_decision_differs():
     pending = {**RUNNING, "phase": "Pending"}
     kube, queued = Unsettled(pending, [pod(0), pod(1)]), []
     jobs = JobReconciler(kube, Settings())
-    jobs.on_due = lambda key, delay: queued.append((key, delay))
+    jobs.on_due = lambda key, delay, when=None: queued.append((key, delay, when))
     jobs.reconcile("ml", "digits")
     assert kube.job["status"]["phase"] == "Running"
     assert [w[0] for w in kube.writes if w[0] != "emit_event"] == ["patch_job_status"]
@@ -126,7 +155,7 @@ def test_a_pass_that_only_wrote_status_goes_again_only_when_the_next_decision_di
 def test_a_pass_that_only_starts_a_gang_leaves_its_status_to_the_pass_that_sees_the_pods():
     kube, queued = Unsettled({}, []), []
     jobs = JobReconciler(kube, Settings())
-    jobs.on_due = lambda key, delay: queued.append((key, delay))
+    jobs.on_due = lambda key, delay, when=None: queued.append((key, delay, when))
     jobs.reconcile("ml", "digits")
     assert [w[0] for w in kube.writes] == ["create_pod", "create_pod"]  # no status, no Event yet
     kube.pods = [pod(0, "Pending"), pod(1, "Pending")]  # the watch shows them

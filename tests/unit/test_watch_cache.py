@@ -64,13 +64,22 @@ def test_a_delete_is_shown_by_the_pod_terminating_or_gone():
     assert names(cache.pods("ml", "digits")) == ["digits-worker-0"]
 
 
-def test_an_expectation_the_watch_never_meets_lapses():
+def test_an_expectation_the_watch_never_meets_lapses_and_the_next_read_asks_the_api_once():
     clock = Clock()
     cache = WatchCache(clock)
     cache.expect("ml", "digits", "service/digits", "create")
-    assert cache.service_exists("ml", "digits") is None
+    cache.expect("ml", "digits", "pod/digits-worker-0", "create")
+    assert cache.awaits("ml", "digits") and not cache.lapsed("ml", "digits")
     clock.now += EXPECTATION_SECONDS
-    assert cache.service_exists("ml", "digits") is False
+    # No longer waited for, but the cache may still lack what was created: the watch lags that far.
+    assert not cache.awaits("ml", "digits") and cache.lapsed("ml", "digits")
+    assert cache.service_exists("ml", "digits") is None and cache.pods("ml", "digits") is None
+    # The API server's answer is kept: later passes read it here and create nothing twice.
+    cache.reread("ml", "digits", "pod", [pod("digits-worker-0", 3)])
+    assert names(cache.pods("ml", "digits")) == ["digits-worker-0"] and cache.lapsed("ml", "digits")
+    cache.seen_service({"metadata": {"namespace": "ml", "name": "digits", "resourceVersion": "4"}})
+    assert cache.service_exists("ml", "digits") is True, "the watch showing it ends the lapse too"
+    assert not cache.lapsed("ml", "digits")
 
 
 def test_a_failed_write_expects_nothing():

@@ -78,3 +78,32 @@ def test_workers_take_every_key_and_survive_a_failing_one():
     assert all_done.wait(10)
     queue.stop()
     assert sorted(seen) == ["bad", "x", "y"]
+
+
+def test_a_conditional_wish_goes_in_only_if_its_condition_holds_at_its_moment():
+    clock, still = Clock(), {"a": True, "b": False}
+    queue = WorkQueue(lambda key: None, workers=1, clock=clock)
+    queue.add_after("a", 30, when=lambda: still["a"])
+    queue.add_after("b", 30, when=lambda: still["b"])
+    queue.add_after("a", 5)  # a plain wish beside it is neither folded into it nor displaced by it
+    clock.now += 5
+    release(queue)
+    assert queue._take() == "a"
+    queue._done("a")
+    clock.now += 25
+    still["a"] = False  # what the safety was for happened meanwhile
+    release(queue)
+    assert queue.depth() == 0
+    queue.add_after("b", 1, when=lambda: True)
+    clock.now += 1
+    release(queue)
+    assert queue._take() == "b" and queue.depth() == 0
+
+
+def test_a_condition_that_fails_to_answer_queues_the_key():
+    clock = Clock()
+    queue = WorkQueue(lambda key: None, workers=1, clock=clock)
+    queue.add_after("a", 1, when=lambda: 1 / 0)
+    clock.now += 1
+    release(queue)
+    assert queue.depth() == 1

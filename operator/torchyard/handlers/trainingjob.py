@@ -3,8 +3,10 @@
 No change handlers (create/update/delete) are used on purpose: they would need kopf's progress
 storage and a finalizer, and a level-based reconcile needs neither. Each event puts the object
 it shows into the watch cache (what a pass observes) and, when that changed what a pass reads,
-queues the job's key; the queue folds a burst of events into a few passes (torchyard.workqueue). A slow resync from the cache covers
-time (deadlines, TTL) and retries.
+queues the job's key; the queue folds a burst of events into a few passes (torchyard.workqueue).
+While the watch has yet to show some of the job's own creates and deletes, an event queues
+nothing: the pass would only wait for them (kube/cache.py); the event that shows the last of them
+queues it. A slow resync from the cache covers what a watch may miss.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ async def trainingjob_event(event: dict, namespace: str, name: str, memo: kopf.M
         jobs: JobReconciler = memo.jobs
         jobs.forget(namespace, name)
     elif changed or event.get("type") is None:  # not the echo of the operator's own status write
-        memo.queue.add((namespace, name))
+        queue(memo, namespace, name)
 
 
 @kopf.on.event("", "v1", "pods", labels=OWNED)
@@ -38,7 +40,7 @@ async def pod_event(event: dict, namespace: str, labels: dict, memo: kopf.Memo, 
     changed = memo.cache.seen_pod(event["object"], event.get("type") == "DELETED")
     listed(event, memo)
     if changed or event.get("type") is None:  # a change no pass reads (an IP, an image ID) needs none
-        memo.queue.add((namespace, labels[keys.JOB_NAME]))
+        queue(memo, namespace, labels[keys.JOB_NAME])
 
 
 @kopf.on.event("", "v1", "services", labels=OWNED)
@@ -46,7 +48,13 @@ async def service_event(event: dict, namespace: str, labels: dict, memo: kopf.Me
     changed = memo.cache.seen_service(event["object"], event.get("type") == "DELETED")
     listed(event, memo)
     if changed or event.get("type") is None:  # a change no pass reads (an IP, an image ID) needs none
-        memo.queue.add((namespace, labels[keys.JOB_NAME]))
+        queue(memo, namespace, labels[keys.JOB_NAME])
+
+
+def queue(memo: kopf.Memo, namespace: str, job: str) -> None:
+    """Queue the job's pass, unless it would only wait for the job's own writes to show."""
+    if not memo.cache.awaits(namespace, job):
+        memo.queue.add((namespace, job))
 
 
 def listed(event: dict, memo: kopf.Memo) -> None:

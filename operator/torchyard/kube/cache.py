@@ -7,8 +7,11 @@ the job, its pods and its Service from here and sends every write to the API ser
 A cache lags the API server by one event. Acting on a view from before the operator's own
 creates and deletes would create a pod twice or miss that it is going, so each write first records
 what it expects the watch to show (as controllers' "expectations" do); until the watch shows it,
-or `EXPECTATION_SECONDS` pass, reads for that job go to the API server instead. The operator's
-own status writes go into the cache from the API server's answer at once.
+the job's pass waits (kube/client.py's reads, without a cache, never wait). An expectation the
+watch has not met after `EXPECTATION_SECONDS` (a watch that lags that far) lapses, and the job's
+next read of what it expected goes to the API server once, its answer kept here, so a lagging
+watch does not make the operator create again what it already created. The operator's own status
+writes go into the cache from the API server's answer at once.
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ class WatchCache:
         self._pods: dict[Key, dict[str, dict]] = {}  # (namespace, job) -> pod name -> pod
         self._services: dict[Key, dict] = {}
         self._expected: dict[Key, dict[str, tuple[str, float]]] = {}  # (namespace, job) -> what -> (kind, until)
+        # (namespace, job) -> what -> kind: expected, lapsed, and not shown by the watch since.
+        self._lapsed: dict[Key, dict[str, str]] = {}
         # (sort, namespace, name) -> the resourceVersion of its deletion, as the watch showed it: a
         # listing taken before the deletion but applied after it must not bring the object back.
         self._gone: dict[tuple[str, str, str], int] = {}
@@ -85,6 +90,8 @@ class WatchCache:
     def seen_job(self, obj: dict, deleted: bool = False) -> bool:
         with self._lock:
             key = _key(obj)
+            if deleted:
+                self._lapsed.pop(key, None)
             return self._keep(self._jobs, key, {**obj, "metadata": _meta(obj)}, deleted, ("job", *key))
 
     def seen_service(self, obj: dict, deleted: bool = False) -> bool:
@@ -152,17 +159,43 @@ class WatchCache:
             return next((job for (ns, job), pods in self._pods.items() if ns == namespace and name in pods), "")
 
     def pods(self, namespace: str, job: str) -> list[dict] | None:
-        """The job's pods, or None while the watch has yet to show the operator's own writes."""
+        """The job's pods, or None while the watch has yet to show the operator's own writes, or
+        after it failed to show one in time (then ask the API server, and `reread` its answer)."""
         with self._lock:
-            if self._pending((namespace, job)):
+            if self._pending((namespace, job)) or any(w.startswith("pod/") for w in self._lapsed.get((namespace, job), ())):
                 return None
             return [copy.deepcopy(p) for p in self._pods.get((namespace, job), {}).values()]
 
     def service_exists(self, namespace: str, name: str) -> bool | None:
         with self._lock:
-            if self._pending((namespace, name), f"service/{name}"):
+            what = f"service/{name}"
+            if self._pending((namespace, name), what) or what in self._lapsed.get((namespace, name), ()):
                 return None
             return (namespace, name) in self._services
+
+    def reread(self, namespace: str, job: str, sort: str, objects: list[dict]) -> None:
+        """What the API server answered for the job's pods (`sort` "pod") or Service ("service")
+        after an expectation lapsed: kept (newest version wins), and the lapse forgotten."""
+        for obj in objects:
+            (self.seen_pod if sort == "pod" else self.seen_service)(obj)
+        with self._lock:
+            lapsed = self._lapsed.get((namespace, job), {})
+            for what in [w for w in lapsed if w.startswith(f"{sort}/")]:
+                del lapsed[what]
+            if not lapsed:
+                self._lapsed.pop((namespace, job), None)
+
+    def awaits(self, namespace: str, job: str) -> bool:
+        """Whether the watch has yet to show some of the job's own writes: its events then queue
+        no pass (the pass would only wait); the event that shows the last of them does."""
+        with self._lock:
+            return self._pending((namespace, job))
+
+    def lapsed(self, namespace: str, job: str) -> bool:
+        """Whether an expectation of the job lapsed unmet (its pass must go, and read afresh)."""
+        with self._lock:
+            self._pending((namespace, job))
+            return bool(self._lapsed.get((namespace, job)))
 
     # Expectations: what the operator's own writes will make the watch show.
     def expect(self, namespace: str, job: str, what: str, kind: str) -> None:
@@ -184,11 +217,12 @@ class WatchCache:
                 self._expected.pop((namespace, job), None)
 
     def _check(self, key: Key, what: str) -> None:
-        expected = self._expected.get(key, {})
-        if what in expected and self._shows(key, what, expected[what][0]):
-            del expected[what]
-            if not expected:
-                del self._expected[key]
+        for table, kind_of in ((self._expected, lambda v: v[0]), (self._lapsed, lambda v: v)):
+            expected = table.get(key, {})
+            if what in expected and self._shows(key, what, kind_of(expected[what])):
+                del expected[what]
+                if not expected:
+                    del table[key]
 
     def _shows(self, key: Key, what: str, kind: str) -> bool:
         sort, name = what.split("/", 1)
@@ -211,7 +245,7 @@ class WatchCache:
             return False
         now = self._clock()
         for what in [w for w, (_, until) in expected.items() if until <= now]:
-            del expected[what]
+            self._lapsed.setdefault(key, {})[what] = expected.pop(what)[0]
         if not expected:
             del self._expected[key]
         return bool(expected) if only is None else only in expected
@@ -269,13 +303,23 @@ class CachedKube(Kube):
     def unsettled(self, namespace: str, job_name: str) -> float:
         return self.cache.unsettled(namespace, job_name)
 
+    def lapsed(self, namespace: str, job_name: str) -> bool:
+        return self.cache.lapsed(namespace, job_name)
+
     def list_job_pods(self, namespace: str, job_name: str) -> list[dict]:
         pods = self.cache.pods(namespace, job_name)
-        return pods if pods is not None else super().list_job_pods(namespace, job_name)
+        if pods is None:
+            pods = super().list_job_pods(namespace, job_name)
+            self.cache.reread(namespace, job_name, "pod", pods)
+        return pods
 
     def service_exists(self, namespace: str, name: str) -> bool:
         exists = self.cache.service_exists(namespace, name)
-        return exists if exists is not None else super().service_exists(namespace, name)
+        if exists is None:
+            service = self.get_service(namespace, name)
+            self.cache.reread(namespace, name, "service", [service] if service else [])
+            exists = service is not None
+        return exists
 
     def patch_job_status(self, namespace: str, name: str, status: dict, resource_version: str | None = None):
         obj = super().patch_job_status(namespace, name, status, resource_version)

@@ -116,6 +116,11 @@ class Kube:
         show: always 0 here, where every read goes to the API server (kube/cache.py waits)."""
         return 0.0
 
+    def lapsed(self, namespace: str, job_name: str) -> bool:
+        """Whether one of the job's own writes was expected in the watch and never shown in time:
+        never here (kube/cache.py)."""
+        return False
+
     def create_service(self, manifest: dict) -> None:
         meta = manifest["metadata"]
         with translated(f"create service {meta['namespace']}/{meta['name']}"), ignoring(409):

@@ -1,0 +1,69 @@
+"""Which watch events queue a TrainingJob's pass: none while the watch has yet to show the job's
+own creates (the pass would only wait for them), the one that shows the last of them does."""
+
+from __future__ import annotations
+
+import asyncio
+
+import kopf
+
+from torchyard import labels as keys
+from torchyard.handlers.trainingjob import pod_event, service_event
+from torchyard.kube.cache import EXPECTATION_SECONDS, WatchCache
+
+LABELS = {keys.JOB_NAME: "digits", keys.MANAGED_BY: keys.MANAGER}
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class Queue:
+    def __init__(self):
+        self.added = []
+
+    def add(self, key):
+        self.added.append(key)
+
+
+def memo(clock=None) -> kopf.Memo:
+    return kopf.Memo(cache=WatchCache(clock) if clock else WatchCache(), queue=Queue())
+
+
+def shown(memo, name, version=1, phase="Pending"):
+    obj = {"metadata": {"namespace": "ml", "name": name, "resourceVersion": str(version), "labels": LABELS},
+           "status": {"phase": phase}}
+    handler = service_event if name == "digits" else pod_event
+    asyncio.run(handler(event={"type": "ADDED", "object": obj}, namespace="ml", labels=LABELS, memo=memo))
+
+
+def test_the_events_of_a_pass_own_creates_queue_one_pass_when_the_last_shows():
+    m = memo()
+    for what in ("service/digits", "pod/digits-worker-0", "pod/digits-worker-1"):
+        m.cache.expect("ml", "digits", what, "create")
+    shown(m, "digits-worker-0")
+    shown(m, "digits")
+    assert m.queue.added == []
+    shown(m, "digits-worker-1")
+    assert m.queue.added == [("ml", "digits")]
+
+
+def test_an_event_after_the_writes_lapsed_queues_the_job():
+    clock = Clock()
+    m = memo(clock)
+    m.cache.expect("ml", "digits", "pod/digits-worker-0", "create")
+    m.cache.expect("ml", "digits", "pod/digits-worker-1", "create")
+    shown(m, "digits-worker-0")
+    assert m.queue.added == []
+    clock.now = EXPECTATION_SECONDS
+    shown(m, "digits-worker-0", version=2, phase="Running")  # worker-1 never showed: no longer waited for
+    assert m.queue.added == [("ml", "digits")]
+
+
+def test_an_event_with_nothing_in_flight_queues_the_job():
+    m = memo()
+    shown(m, "digits-worker-0")
+    assert m.queue.added == [("ml", "digits")]
