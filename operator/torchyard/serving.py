@@ -85,7 +85,7 @@ class ServingReconciler(Reconciler):
         if owner not in (None, name):
             return self._duplicate(obj, previous, owner, md, now)
         self._models[(namespace, name)] = md.spec.model_name
-        versions, deployments, pods, service = self._read(md)
+        versions, deployments, pods, service = self._read(md, first=_undecided(previous))
         if service is not None and not serves_for(service, md):
             # Someone else's Service has the model's name (a TrainingJob's headless Service is named
             # after the job, and a model after its job by default): never take it over.
@@ -108,9 +108,14 @@ class ServingReconciler(Reconciler):
         if plan.recheck_after is not None and self.on_due is not None:
             self.on_due((namespace, name), plan.recheck_after)
 
-    def _read(self, md: ModelDeployment) -> tuple[dict[int, ModelVersion], dict[int, dict], list[dict], dict | None]:
+    def _read(self, md: ModelDeployment, first: bool) -> tuple[dict[int, ModelVersion], dict[int, dict], list[dict], dict | None]:
+        """What the pass observes. Before the first version is chosen, the ModelVersions come from
+        the API server: versions created just before the ModelDeployment may not have come through
+        their watch yet, and the first choice is served at once (a later version that came late
+        would be deployed, then replace it)."""
         versions: dict[int, ModelVersion] = {}
-        for item in self.kube.list_model_versions(md.namespace, ""):
+        listed = self.kube.list_model_versions_now(md.namespace) if first else self.kube.list_model_versions(md.namespace, "")
+        for item in listed:
             if (item.get("spec") or {}).get("modelName") != md.spec.model_name:
                 continue
             try:
@@ -246,6 +251,11 @@ def serves_for(service: Mapping[str, Any], md: ModelDeployment) -> bool:
 def describe_owner(service: Mapping[str, Any]) -> str:
     refs = (service.get("metadata") or {}).get("ownerReferences") or []
     return ", ".join(f"owned by {r.get('kind')} {r.get('name')}" for r in refs) or "made by someone else"
+
+
+def _undecided(previous: Mapping[str, Any]) -> bool:
+    """No version was ever chosen to serve (nothing promoted, nothing active)."""
+    return previous.get("promotedVersion") is None and previous.get("activeVersion") is None
 
 
 def status_patch(previous: Mapping[str, Any], status: Mapping[str, Any]) -> dict:

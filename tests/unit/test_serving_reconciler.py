@@ -33,6 +33,7 @@ class FakeKube:
             "spec": {"selector": {"torchyard.dev/version": str(selected)}}}
         self.writes: list[tuple] = []
         self.others: list[dict] = []  # other ModelDeployments in the namespace
+        self.fresh_reads = 0  # ModelVersions listed from the API server
 
     def get_model_deployment(self, namespace, name):
         return self.md
@@ -41,6 +42,10 @@ class FakeKube:
         return [self.md, *self.others]
 
     def list_model_versions(self, namespace, selector):
+        return self.versions
+
+    def list_model_versions_now(self, namespace):
+        self.fresh_reads += 1
         return self.versions
 
     def list_deployments(self, namespace, selector):
@@ -158,3 +163,12 @@ def test_a_failed_golden_request_is_asked_again_later_with_no_event():
     serving.on_due = lambda key, delay: due.append((key, delay))
     serving.reconcile("ml", "digits")
     assert due == [(("ml", "digits"), GOLDEN_RETRY_SECONDS)]
+
+
+def test_only_the_first_choice_of_a_version_lists_the_model_versions_from_the_api_server():
+    kube = FakeKube({}, {}, [version(1), version(2)], {1: True, 2: True}, selected=None)
+    reconciler(kube).reconcile("ml", "digits")
+    assert kube.fresh_reads == 1
+    kube.md["status"] = {"activeVersion": 2, "promotedVersion": 2, "evaluatedVersion": 2}
+    reconciler(kube).reconcile("ml", "digits")
+    assert kube.fresh_reads == 1

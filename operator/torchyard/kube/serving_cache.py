@@ -9,9 +9,10 @@ server as `Kube` does.
 The operator's own writes go into the cache from the API server's answer at once (a switched
 selector, a scaled Deployment, a status), so the next pass never acts on the world from before
 them: all the objects the serving path writes have fixed names, so a lagging watch could only
-make it write the same thing twice, and with the answer in the cache it does not. One read still
-goes to the API server: a pass that finds no Service of its own asks whether one of the model's
-name exists (someone else's is never in this cache, and must never be taken over).
+make it write the same thing twice, and with the answer in the cache it does not. Two reads still
+go to the API server: a pass that finds no Service of its own asks whether one of the model's name
+exists (someone else's is never in this cache, and must never be taken over), and a pass that has
+yet to choose a first version lists the ModelVersions (`list_model_versions_now`).
 """
 
 from __future__ import annotations
@@ -147,6 +148,13 @@ class CachedServingKube(Kube):
 
     def list_model_versions(self, namespace: str, label_selector: str) -> list[dict]:
         return self.cache.items(MODEL_VERSIONS, namespace, label_selector)
+
+    def list_model_versions_now(self, namespace: str) -> list[dict]:
+        """The ModelVersions as the API server has them now (and into the cache)."""
+        items = super().list_model_versions(namespace, "")
+        for item in items:
+            self.cache.seen(MODEL_VERSIONS, item)
+        return items
 
     def list_deployments(self, namespace: str, label_selector: str) -> list[dict]:
         return self.cache.items(DEPLOYMENTS, namespace, label_selector)
