@@ -17,6 +17,7 @@ from torch.utils.data import DistributedSampler
 from torchyard_trainer.config import parse_config
 from torchyard_trainer.data import load_dataset
 from torchyard_trainer.optim import build_optimizer
+from torchyard_trainer.ps_protocol import plan_shards
 from torchyard_trainer.worker import initial_model
 from trainer_gang import DIGITS_MLP, assert_succeeded, run_gang, steps_per_epoch
 
@@ -78,6 +79,20 @@ def test_synchronous_parameter_servers_equal_ddp(tmp_path, ddp_run, servers):
     assert_same_weights(run.weights(), ddp_run.weights(), atol=1e-5)
     assert run.result()["steps"] == ddp_run.result()["steps"]
     assert run.result()["metrics"]["accuracy"] == pytest.approx(ddp_run.result()["metrics"]["accuracy"], abs=0.003)
+
+
+def test_a_synchronous_parameter_server_stepping_bucket_by_bucket_equals_ddp(tmp_path):
+    """A model of two gradient buckets: the server steps and answers each one on its own."""
+    config = {**DIGITS_MLP, "model": {"name": "mlp", "hiddenSizes": [512, 512]}, "epochs": 1}
+    parsed = parse_config(config)
+    model = initial_model(parsed, load_dataset(parsed.dataset, parsed.seed))
+    assert len(plan_shards([p.numel() for p in model.parameters()], 1).buckets(0)) == 2
+    ddp = run_gang(tmp_path / "ddp", config, workers=WORKERS)
+    assert_succeeded(ddp)
+    run = run_gang(tmp_path / "ps", {**config, "parameterServer": {"mode": "Sync"}}, workers=WORKERS,
+                   parameter_servers=1)
+    assert_succeeded(run)
+    assert_same_weights(run.weights(), ddp.weights(), atol=1e-5)
 
 
 def test_asynchronous_parameter_server_learns_digits(tmp_path):

@@ -2,8 +2,8 @@
 
 A worker keeps a full replica for its forward and backward passes but never steps an optimizer:
 during each backward it sends every server the gradients of the tensors that server owns, bucket by
-bucket as they are ready (:mod:`torchyard_trainer.ps_overlap`), and then waits for the updated
-values, which it copies back into its replica.
+bucket as they are ready (:mod:`torchyard_trainer.ps_overlap`); the server answers with the updated
+values bucket by bucket too, and the worker copies each bucket into its replica as it lands.
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ class ParameterServerClient:
         self.servers = list(range(plan.servers))
         self.step = 0
         self._params: list[torch.Tensor] = []
-        self._shards: list[list[torch.Tensor]] = []
+        self._buckets: list[tuple[int, torch.Tensor, list[torch.Tensor]]] = []  # (server, message, tensors)
         self._buffers = [torch.empty(plan.numel(s) + 1) for s in self.servers]  # + the server's stop flag
         self.servers_stopping = False
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Bind to ``model``'s parameters (the same objects stay bound if pruning renames them)."""
         self._params = [p for _, p in model.named_parameters()]
-        self._shards = [[self._params[i] for i in self.plan.owned(s)] for s in self.servers]
+        self._buckets = [bucket for s in self.servers for bucket in self._reply_buckets(s)]
         self._pusher = BucketPusher(self.plan, self._params)
         self.pull()
         return model
@@ -48,14 +48,24 @@ class ParameterServerClient:
     def _send_header(self, server: int, op: int, numel: int = 0):
         return dist.isend(wire.header(op, self.step, self.process.rank, numel), dst=server, tag=wire.TAG_HEADER)
 
+    def _reply_buckets(self, server: int) -> list[tuple[int, torch.Tensor, list[torch.Tensor]]]:
+        """The messages of ``server``'s parameter reply: where each lands and the tensors it fills."""
+        owned = [self._params[i] for i in self.plan.owned(server)]
+        buckets = self.plan.buckets(server)
+        ranges = wire.reply_ranges(buckets, self.plan.numel(server))
+        tensors = [[owned[p] for p in b.positions] for b in buckets] or [[]]
+        return [(server, self._buffers[server][a:b], ts) for (a, b), ts in zip(ranges, tensors)]
+
     def _post_receives(self) -> list:
-        return [dist.irecv(self._buffers[s], src=s, tag=wire.TAG_PARAMETERS) for s in self.servers]
+        return [dist.irecv(message, src=s, tag=wire.TAG_PARAMETERS) for s, message, _ in self._buckets]
 
     def _adopt(self, sends: list, receives: list) -> None:
-        for work in sends + receives:
+        """Copy each bucket of the answer into the replica as it lands, then check the stop flags."""
+        for work, (_, message, tensors) in zip(receives, self._buckets):
             wire.wait(work, self.timeout)
-        for s in self.servers:
-            wire.unflatten_into(self._buffers[s][:-1], self._shards[s])
+            wire.unflatten_into(message, tensors)  # a trailing stop flag is left out: no tensor takes it
+        for work in sends:
+            wire.wait(work, self.timeout)
         self.servers_stopping = self.servers_stopping or any(bool(b[-1] > 0) for b in self._buffers)
 
     def update(self, loss: torch.Tensor) -> float:
