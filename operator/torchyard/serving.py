@@ -146,7 +146,8 @@ class ServingReconciler(Reconciler):
             observed = replace(observed, verified=verified)
             plan = decide_serving(md, previous, observed)
         if False in observed.verified.values():
-            plan.recheck_after = min(plan.recheck_after or GOLDEN_RETRY_SECONDS, GOLDEN_RETRY_SECONDS)
+            due = plan.recheck_after
+            plan.recheck_after = GOLDEN_RETRY_SECONDS if due is None else min(due, GOLDEN_RETRY_SECONDS)
         return plan
 
     def _act(self, md: ModelDeployment, plan: ServingPlan, versions: Mapping[int, ModelVersion],
