@@ -71,9 +71,9 @@ class ParameterServerClient:
     def update(self, loss: torch.Tensor) -> float:
         """Push each server its gradient shard during backward, adopt the parameters it answers with.
 
-        The replies' receives are posted before backward, so each lands as soon as its server has
-        the step's pushes (in Sync mode, every worker's). Returns the seconds spent waiting after
-        backward: the communication that did not overlap it.
+        The replies' receives are posted before backward, so each bucket lands as soon as its server
+        has stepped it (in Sync mode, once every worker has pushed it). Returns the seconds spent
+        waiting after backward: the communication that did not overlap it.
         """
         for p in self._params:
             p.grad = None
