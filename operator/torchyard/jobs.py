@@ -12,6 +12,7 @@ changed it, and queues the job's next pass for when a time-based rule falls due.
 from __future__ import annotations
 
 import logging
+import time
 from functools import partial
 from datetime import datetime, timezone
 from typing import Callable
@@ -28,7 +29,7 @@ from torchyard.kube.client import Kube, Refused
 from torchyard.nodes import NodeHealth
 from torchyard.progress import token_matches
 from torchyard.reconcile.conditions import timestamp
-from torchyard.reconcile.decide import TERMINAL, Observed, Plan, decide, invalid_spec
+from torchyard.reconcile.decide import TERMINAL, Observed, Plan, decide, detail_only, invalid_spec
 from torchyard.queueing import Queueing
 from torchyard.reconcile import kueue
 from torchyard.reconcile.due import next_due
@@ -43,6 +44,11 @@ log = logging.getLogger(__name__)
 MIN_DUE_SECONDS = 1.0
 # The check for expectations that expired unmet runs this long after their moment, so it finds them expired.
 EXPIRY_MARGIN_SECONDS = 0.1
+# A status change in details alone (decide.detail_only: which pods still wait, the pods counted by
+# phase) is written at most this often per job; one that comes sooner waits for that moment, and
+# is written then unless a write with more in it came first. A gang that starts within it costs a
+# write for Pending and one for Running, not one more for each pod that started in between.
+DETAIL_SECONDS = 5.0
 # The part of the spec each built object comes from, named when the API server refuses it.
 ROLE_FIELDS = {contract.ROLE_WORKER: "spec.worker", contract.ROLE_PARAMETER_SERVER: "spec.parameterServer"}
 GANG_FIELD = "spec.runPolicy.gangScheduling"
@@ -60,6 +66,8 @@ class JobReconciler(Reconciler):
         self.fanout = fanout or Fanout()  # a pass's creates and deletes at once (torchyard.fanout)
         self.registry = ModelRegistry(kube)
         self._phases: dict[tuple[str, str], str] = {}
+        self._written: dict[tuple[str, str], float] = {}  # when each job's status was last written
+        self._stale: set[tuple[str, str]] = set()  # jobs whose status waits for a detail: a pass is due
         # Called with a job's key and a delay when its next time-based rule falls due (the work
         # queue's add_after), and with `when=` for a safety that holds only if nothing else
         # happened meanwhile; None: a periodic resync finds it instead.
@@ -76,6 +84,8 @@ class JobReconciler(Reconciler):
     def forget(self, namespace: str, name: str) -> None:
         super().forget(namespace, name)
         self._set_phase_gauge(namespace, name, None)
+        self._written.pop((namespace, name), None)
+        self._stale.discard((namespace, name))
 
     def _reconcile(self, namespace: str, name: str) -> None:
         obj = self.kube.get_job(namespace, name)
@@ -217,9 +227,11 @@ class JobReconciler(Reconciler):
 
     def _record(self, obj: dict, job: TrainingJob, previous: dict, plan: Plan) -> None:
         status = plan.status
-        if status != previous:
+        if status != previous and not self._defers((job.namespace, job.name), previous, status):
             self._log_change(job, previous, status)
             self.kube.patch_job_status(job.namespace, job.name, status, obj["metadata"].get("resourceVersion"))
+            self._written[(job.namespace, job.name)] = time.monotonic()
+            self._stale.discard((job.namespace, job.name))
         for kind, reason, message in plan.events:
             log.info("TrainingJob %s/%s: event %s %s: %s", job.namespace, job.name, kind, reason, message)
             self.fanout.later(partial(self.kube.emit_event, obj, kind, reason, message),
@@ -231,6 +243,27 @@ class JobReconciler(Reconciler):
             if phase == "Running" and status.get("attempt", 0) == 0 and not previous.get("phase") == "Running":
                 self._observe_time_to_running(obj)
         self._set_phase_gauge(job.namespace, job.name, phase)
+
+    def _defers(self, key: tuple[str, str], previous: dict, status: dict) -> bool:
+        """Whether a change in details alone waits: the job's status was written less than
+        DETAIL_SECONDS ago. Its pass is queued for then, if nothing wrote the status meanwhile."""
+        last = self._written.get(key)
+        if self.on_due is None or last is None or not detail_only(previous, status):
+            return False
+        wait = last + DETAIL_SECONDS - time.monotonic()
+        if wait <= 0:
+            return False
+        if key not in self._stale:
+            self._stale.add(key)
+            self.on_due(key, wait, when=partial(self._detail_due, key))
+        return True
+
+    def _detail_due(self, key: tuple[str, str]) -> bool:
+        """At a deferred detail's moment: a pass, unless a status write came first."""
+        if key not in self._stale:
+            return False
+        self._stale.discard(key)
+        return True
 
     def _log_change(self, job: TrainingJob, previous: dict, status: dict) -> None:
         """One line per status write; the phase and counters in it, so a log alone tells the story."""

@@ -7,6 +7,8 @@ goes back in once, when that pass ends, so the change is seen; a fixed number of
 keys in order. ``add_after`` holds a key back until a moment falls due (a deadline, a TTL, a
 retry), so time-based rules cost nothing until then; given a condition, the key goes in at that
 moment only if the condition still holds (a safety that is moot once something else happened).
+``add`` with a hold waits that long before the key goes in, and every add meanwhile folds into
+it: the events of pods that move together (a gang scheduled, then started) cost one pass.
 """
 
 from __future__ import annotations
@@ -29,17 +31,31 @@ class WorkQueue:
         self._queue: deque[Hashable] = deque()
         self._waiting: set[Hashable] = set()
         self._active: set[Hashable] = set()
-        self._dirty: set[Hashable] = set()
+        self._dirty: dict[Hashable, float] = {}  # key -> the hold it goes back in with (0: at once)
         self._timers: list[tuple[float, int, Hashable, Callable[[], bool] | None]] = []
         self._due: dict[Hashable, float] = {}
+        self._held: dict[Hashable, float] = {}  # key -> when its hold ends
         self._order = itertools.count()
         self._threads: list[threading.Thread] = []
         self._stopped = False
 
-    def add(self, key: Hashable) -> None:
-        """Queue `key` unless it already waits; mark it if a worker has it now."""
+    def add(self, key: Hashable, hold: float = 0.0) -> None:
+        """Queue `key` unless it already waits; mark it if a worker has it now. With `hold`, the key
+        goes in (or, marked, back in after its pass) only once `hold` seconds have passed, or at
+        once when added without one meanwhile."""
         with self._cond:
-            self._push(key)
+            if hold <= 0 or key in self._waiting:
+                self._push(key)
+            elif key in self._active:
+                self._dirty[key] = min(self._dirty.get(key, hold), hold)
+            else:
+                self._hold(key, hold)
+
+    def _hold(self, key: Hashable, hold: float) -> None:
+        if key not in self._held:
+            self._held[key] = due = self._clock() + hold
+            heapq.heappush(self._timers, (due, next(self._order), key, _hold_marker))
+            self._cond.notify()
 
     def add_after(self, key: Hashable, delay: float, when: Callable[[], bool] | None = None) -> None:
         """Queue `key` once `delay` seconds have passed (the earliest of several such wishes). With
@@ -74,8 +90,9 @@ class WorkQueue:
             thread.join(timeout=5)
 
     def _push(self, key: Hashable) -> None:
+        self._held.pop(key, None)  # whatever held it is in this pass
         if key in self._active:
-            self._dirty.add(key)
+            self._dirty[key] = 0.0
         elif key not in self._waiting:
             self._waiting.add(key)
             self._queue.append(key)
@@ -86,7 +103,10 @@ class WorkQueue:
         now = self._clock()
         while self._timers and self._timers[0][0] <= now:
             due, _, key, when = heapq.heappop(self._timers)
-            if when is not None:
+            if when is _hold_marker:
+                if self._held.get(key) == due:
+                    self._push(key)
+            elif when is not None:
                 if _holds(when, key):
                     self._push(key)
             elif self._due.get(key) == due:
@@ -109,8 +129,10 @@ class WorkQueue:
     def _done(self, key: Hashable) -> None:
         with self._cond:
             self._active.discard(key)
-            if key in self._dirty:
-                self._dirty.discard(key)
+            hold = self._dirty.pop(key, None)
+            if hold is not None and hold > 0:
+                self._hold(key, hold)
+            elif hold is not None:
                 self._push(key)
 
     def _run(self) -> None:
@@ -121,6 +143,11 @@ class WorkQueue:
                 log.exception("work on %s failed", key)
             finally:
                 self._done(key)
+
+
+def _hold_marker() -> bool:
+    """Marks a hold's timer (WorkQueue.add): it ends only if nothing queued the key meanwhile."""
+    return True
 
 
 def _holds(when: Callable[[], bool], key: Hashable) -> bool:

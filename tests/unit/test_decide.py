@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from jobs import NOW, PARAMETER_SERVER, job, pod
-from torchyard.reconcile.decide import INFRASTRUCTURE_RESTART_LIMIT, Observed, decide, invalid_spec
+from torchyard.reconcile.decide import INFRASTRUCTURE_RESTART_LIMIT, Observed, decide, detail_only, invalid_spec
 from torchyard.reconcile.nodes import NodeFault
 
 RUNNING = {"phase": "Running", "startTime": "2026-01-01T11:00:00Z", "attemptStartTime": "2026-01-01T11:00:00Z",
@@ -424,3 +424,15 @@ def test_a_finished_job_force_deletes_its_pods_on_a_faulty_node():
     plan = decide(job(cleanPodPolicy="All"), done, observe_nodes(on_node(pod("worker", 0), "bad"),
                                                                  node_faults=faulty("bad", 10)))
     assert plan.force_delete_pods == ["digits-worker-0"] and plan.delete_pods == []
+
+
+def test_a_status_that_differs_in_details_alone_is_told_from_one_that_says_more():
+    condition = {"type": "Running", "status": "False", "reason": "PodsPending", "message": "a: Pending; b: Pending"}
+    before = {"phase": "Pending", "attempt": 0, "message": "a: Pending; b: Pending", "conditions": [condition],
+              "replicaStatuses": {"worker": {"pending": 2, "running": 0}}}
+    after = {**before, "message": "b: Pending", "conditions": [{**condition, "message": "b: Pending"}],
+             "replicaStatuses": {"worker": {"pending": 1, "running": 1}}}
+    assert detail_only(before, after)
+    assert not detail_only(before, {**after, "phase": "Running"})
+    assert not detail_only(before, {**after, "conditions": [{**condition, "reason": "ImagePullBackOff"}]})
+    assert not detail_only(before, {**after, "attempt": 1})

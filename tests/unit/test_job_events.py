@@ -25,8 +25,9 @@ class Queue:
     def __init__(self):
         self.added = []
 
-    def add(self, key):
+    def add(self, key, hold=0.0):
         self.added.append(key)
+        self.hold = hold
 
 
 def memo(clock=None) -> kopf.Memo:
@@ -63,7 +64,7 @@ def test_an_event_after_the_writes_lapsed_queues_the_job():
     assert m.queue.added == [("ml", "digits")]
 
 
-def test_an_event_with_nothing_in_flight_queues_the_job():
+def test_an_event_with_nothing_in_flight_queues_the_job_after_a_hold_that_folds_the_gang():
     m = memo()
     shown(m, "digits-worker-0")
-    assert m.queue.added == [("ml", "digits")]
+    assert m.queue.added == [("ml", "digits")] and m.queue.hold > 0

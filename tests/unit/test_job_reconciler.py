@@ -8,7 +8,7 @@ import pytest
 
 from jobs import ALLREDUCE_CPU
 from torchyard import metrics
-from torchyard.jobs import JobReconciler
+from torchyard.jobs import DETAIL_SECONDS, JobReconciler
 from torchyard.settings import Settings
 
 
@@ -163,3 +163,42 @@ def test_a_pass_that_only_starts_a_gang_leaves_its_status_to_the_pass_that_sees_
     assert kube.job["status"]["phase"] == "Pending" and "digits-worker-0" in kube.job["status"]["message"]
     assert [w[0] for w in kube.writes].count("patch_job_status") == 1
 
+
+
+def test_a_change_in_details_alone_soon_after_a_write_waits_for_its_moment_and_a_phase_change_does_not():
+    kube, queued = Unsettled({}, [pod(0, "Pending"), pod(1, "Pending")]), []
+    jobs = JobReconciler(kube, Settings())
+    jobs.on_due = lambda key, delay, when=None: queued.append((key, delay, when))
+    jobs.reconcile("ml", "digits")
+    assert kube.job["status"]["phase"] == "Pending" and "digits-worker-0" in kube.job["status"]["message"]
+    written = len([w for w in kube.writes if w[0] == "patch_job_status"])
+
+    kube.pods = [pod(0), pod(1, "Pending")]  # one started: the message and the counts change, no more
+    queued.clear()
+    jobs.reconcile("ml", "digits")
+    assert len([w for w in kube.writes if w[0] == "patch_job_status"]) == written
+    [(key, delay, when)] = [q for q in queued if q[2] is not None]
+    assert 0 < delay <= DETAIL_SECONDS
+
+    kube.pods = [pod(0), pod(1)]  # the phase changes: written at once, details and all
+    jobs.reconcile("ml", "digits")
+    status = kube.job["status"]
+    assert status["phase"] == "Running" and status["replicaStatuses"]["worker"]["running"] == 2
+    assert when() is False, "the written status left nothing for the deferred pass"
+
+
+def test_a_deferred_detail_is_written_by_the_pass_at_its_moment():
+    kube, queued = Unsettled({}, [pod(0, "Pending"), pod(1, "Pending")]), []
+    jobs = JobReconciler(kube, Settings())
+    jobs.on_due = lambda key, delay, when=None: queued.append((key, delay, when))
+    jobs.reconcile("ml", "digits")
+    kube.pods = [pod(0), pod(1, "Pending")]
+    queued.clear()
+    jobs.reconcile("ml", "digits")
+    [(key, delay, when)] = [q for q in queued if q[2] is not None]
+    jobs._written[key] -= DETAIL_SECONDS  # its moment came
+    assert when() is True
+    jobs.reconcile("ml", "digits")
+    status = kube.job["status"]
+    assert status["phase"] == "Pending" and status["message"] == "digits-worker-1: Pending"
+    assert status["replicaStatuses"]["worker"]["running"] == 1

@@ -107,3 +107,45 @@ def test_a_condition_that_fails_to_answer_queues_the_key():
     clock.now += 1
     release(queue)
     assert queue.depth() == 1
+
+
+def test_a_held_key_goes_in_when_its_hold_ends_and_every_add_meanwhile_folds_into_it():
+    clock = Clock()
+    queue = WorkQueue(lambda key: None, workers=1, clock=clock)
+    queue.add("a", hold=0.5)
+    clock.now += 0.3
+    queue.add("a", hold=0.5)  # folds into the first hold: it does not push it back
+    release(queue)
+    assert queue.depth() == 0
+    clock.now += 0.2
+    release(queue)
+    assert queue._take() == "a" and queue.depth() == 0
+
+
+def test_an_add_without_a_hold_ends_the_hold_and_the_key_goes_once():
+    clock = Clock()
+    queue = WorkQueue(lambda key: None, workers=1, clock=clock)
+    queue.add("a", hold=0.5)
+    queue.add("a")
+    assert queue._take() == "a"
+    queue._done("a")
+    clock.now += 1
+    release(queue)
+    assert queue.depth() == 0, "the hold's timer was spent by the add"
+
+
+def test_a_key_added_with_a_hold_while_worked_on_goes_back_in_after_the_hold():
+    clock = Clock()
+    queue = WorkQueue(lambda key: None, workers=1, clock=clock)
+    queue.add("a")
+    assert queue._take() == "a"
+    queue.add("a", hold=0.5)
+    queue._done("a")
+    assert queue.depth() == 0
+    clock.now += 0.5
+    release(queue)
+    assert queue._take() == "a"
+    queue.add("a", hold=0.5)
+    queue.add("a")  # a change that must not wait: back in at once
+    queue._done("a")
+    assert queue.depth() == 1

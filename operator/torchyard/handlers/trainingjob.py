@@ -6,7 +6,9 @@ it shows into the watch cache (what a pass observes) and, when that changed what
 queues the job's key; the queue folds a burst of events into a few passes (torchyard.workqueue).
 While the watch has yet to show some of the job's own creates and deletes, an event queues
 nothing: the pass would only wait for them (kube/cache.py); the event that shows the last of them
-queues it. A slow resync from the cache covers what a watch may miss.
+queues it. A pod's or the Service's event queues the job after a short hold (`EVENT_HOLD_SECONDS`),
+into which the events meanwhile fold: a gang's pods are scheduled and start within moments of each
+other, and one pass sees them all. A slow resync from the cache covers what a watch may miss.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torchyard.jobs import JobReconciler
 
 log = logging.getLogger(__name__)
 OWNED = {keys.JOB_NAME: kopf.PRESENT, keys.MANAGED_BY: keys.MANAGER}
+EVENT_HOLD_SECONDS = 0.5
 
 
 @kopf.on.event(tj.GROUP, tj.VERSION, tj.PLURAL)
@@ -40,7 +43,7 @@ async def pod_event(event: dict, namespace: str, labels: dict, memo: kopf.Memo, 
     changed = memo.cache.seen_pod(event["object"], event.get("type") == "DELETED")
     listed(event, memo)
     if changed or event.get("type") is None:  # a change no pass reads (an IP, an image ID) needs none
-        queue(memo, namespace, labels[keys.JOB_NAME])
+        queue(memo, namespace, labels[keys.JOB_NAME], EVENT_HOLD_SECONDS)
 
 
 @kopf.on.event("", "v1", "services", labels=OWNED)
@@ -48,13 +51,13 @@ async def service_event(event: dict, namespace: str, labels: dict, memo: kopf.Me
     changed = memo.cache.seen_service(event["object"], event.get("type") == "DELETED")
     listed(event, memo)
     if changed or event.get("type") is None:  # a change no pass reads (an IP, an image ID) needs none
-        queue(memo, namespace, labels[keys.JOB_NAME])
+        queue(memo, namespace, labels[keys.JOB_NAME], EVENT_HOLD_SECONDS)
 
 
-def queue(memo: kopf.Memo, namespace: str, job: str) -> None:
+def queue(memo: kopf.Memo, namespace: str, job: str, hold: float = 0.0) -> None:
     """Queue the job's pass, unless it would only wait for the job's own writes to show."""
     if not memo.cache.awaits(namespace, job):
-        memo.queue.add((namespace, job))
+        memo.queue.add((namespace, job), hold=hold)
 
 
 def listed(event: dict, memo: kopf.Memo) -> None:

@@ -404,6 +404,23 @@ def _set_phase(plan: Plan, job: TrainingJob, now: datetime, phase: str, reason: 
     status["conditions"] = c
 
 
+# What of a status only details what the rest says: which pods wait and why in words, the pods
+# counted by phase, each condition's message. A change in nothing else may wait a moment (jobs.py).
+DETAIL = ("message", "replicaStatuses")
+
+
+def detail_only(previous: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """Whether `status` differs from `previous` in details alone: the same phase, counters, times,
+    and conditions with the same status and reason (their messages aside)."""
+    return _essence(previous) == _essence(status)
+
+
+def _essence(status: Mapping[str, Any]) -> dict[str, Any]:
+    kept = {k: v for k, v in status.items() if k not in DETAIL}
+    kept["conditions"] = [{k: v for k, v in c.items() if k != "message"} for c in status.get("conditions") or []]
+    return kept
+
+
 def _summarise(job: TrainingJob, observed: Observed, plan: Plan) -> None:
     counts: dict[str, dict[str, int]] = {}
     for role in strategy_for(job.spec).roles(job.spec):
