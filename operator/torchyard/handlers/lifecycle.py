@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 # Writes in flight at once from all reconcile workers' passes (kube/client.py keeps a connection
 # for each); 8 workers each starting a gang of a Service and three pods fit.
 FANOUT_THREADS = 32
+# How long kopf keeps an object's event worker after its last event. An idle worker holds that
+# event as parsed (a pod's is tens of KB), so in a burst every object with an event in the last
+# idle period costs one: kopf's default of 5 s raised the peak RSS of a burst measurably
+# (docs/operator.md#memory). A worker costs a task to start again; events of one object that
+# arrive together still go to one worker.
+WORKER_IDLE_SECONDS = 0.5
 # ModelDeployments' passes have workers of their own, so a failover never waits behind a burst of
 # TrainingJobs; a pass is a few cache reads and, rarely, a handful of writes.
 SERVING_WORKERS = 4
@@ -44,17 +50,7 @@ class RetryForever:
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     options = memo.options
-    settings.posting.level = logging.WARNING
-    settings.execution.max_workers = options.workers
-    settings.watching.server_timeout = 300
-    settings.networking.error_backoffs = RetryForever()
-    if options.peering:
-        settings.peering.name = options.peering
-        settings.peering.mandatory = True
-        settings.peering.clusterwide = options.namespaces is None
-    else:
-        settings.peering.standalone = True
-
+    configure(settings, options)
     load_config()
     kube = Kube()
     memo.cache = WatchCache()
@@ -110,6 +106,21 @@ async def start_serving(memo: kopf.Memo, options) -> tuple[WorkQueue, CachedServ
     memo.serving_relister = Relister(lambda: relist_all(served, options.namespaces),
                                      lambda: [queue.add(key) for key in memo.serving_cache.keys(MODEL_DEPLOYMENTS)])
     return queue, served
+
+
+def configure(settings: kopf.OperatorSettings, options) -> None:
+    """kopf's settings for the operator's options (cli.OperatorOptions)."""
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = options.workers
+    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
+    settings.watching.server_timeout = 300
+    settings.networking.error_backoffs = RetryForever()
+    if options.peering:
+        settings.peering.name = options.peering
+        settings.peering.mandatory = True
+        settings.peering.clusterwide = options.namespaces is None
+    else:
+        settings.peering.standalone = True
 
 
 @kopf.on.cleanup()
