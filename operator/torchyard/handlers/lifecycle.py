@@ -157,5 +157,7 @@ async def safety_resync_forever(cached: CachedKube | CachedServingKube, queue: W
                 await asyncio.to_thread(cached.relist, namespace)
         except (kopf.TemporaryError, kopf.PermanentError) as exc:
             log.warning("safety resync of %s: %s", kind, exc)
+        except Exception:  # a connection reset while listing: nothing may end the loop
+            log.exception("safety resync of %s failed; queueing from the cache as it is", kind)
         for key in keys():
             queue.add(key)
