@@ -426,7 +426,7 @@ def report(jobs: int, results: dict[str, list[dict]], floors: list[dict]) -> Non
             print(f"requests by verb, {label} round {i + 1}: {by_verb(r['requests'])}")
             print(f"    by verb and resource: {dict(sorted(r['requests'].items()))}")
             print(f"    answers by status code: {dict(sorted(r['codes'].items()))}")
-            for verb, samples in sorted(r["latency"].items()):
+            for verb, samples in sorted((v, s) for v, s in r["latency"].items() if s):
                 print(f"    latency of {verb}: {percentiles(samples)}")
     base = results[labels[0]]
     for floor in floors:

@@ -7,8 +7,9 @@ goes back in once, when that pass ends, so the change is seen; a fixed number of
 keys in order. ``add_after`` holds a key back until a moment falls due (a deadline, a TTL, a
 retry), so time-based rules cost nothing until then; given a condition, the key goes in at that
 moment only if the condition still holds (a safety that is moot once something else happened).
-``add`` with a hold waits that long before the key goes in, and every add meanwhile folds into
-it: the events of pods that move together (a gang scheduled, then started) cost one pass.
+``add`` with a hold waits until the key has had no add for that long (up to a bound) before it
+goes in, and every add meanwhile folds into it: the events of pods that move together (a gang
+scheduled, then started) cost one pass.
 """
 
 from __future__ import annotations
@@ -31,29 +32,33 @@ class WorkQueue:
         self._queue: deque[Hashable] = deque()
         self._waiting: set[Hashable] = set()
         self._active: set[Hashable] = set()
-        self._dirty: dict[Hashable, float] = {}  # key -> the hold it goes back in with (0: at once)
+        self._dirty: dict[Hashable, tuple[float, float]] = {}  # key -> the hold it goes back in with
         self._timers: list[tuple[float, int, Hashable, Callable[[], bool] | None]] = []
         self._due: dict[Hashable, float] = {}
-        self._held: dict[Hashable, float] = {}  # key -> when its hold ends
+        self._held: dict[Hashable, tuple[float, float]] = {}  # key -> when its hold ends, and the latest it may
         self._order = itertools.count()
         self._threads: list[threading.Thread] = []
         self._stopped = False
 
-    def add(self, key: Hashable, hold: float = 0.0) -> None:
+    def add(self, key: Hashable, hold: float = 0.0, most: float = 0.0) -> None:
         """Queue `key` unless it already waits; mark it if a worker has it now. With `hold`, the key
-        goes in (or, marked, back in after its pass) only once `hold` seconds have passed, or at
-        once when added without one meanwhile."""
+        goes in (or, marked, back in after its pass) once it had no add for `hold` seconds, but no
+        later than `most` seconds (at least `hold`) after the first; at once when added without a
+        hold meanwhile."""
         with self._cond:
             if hold <= 0 or key in self._waiting:
                 self._push(key)
             elif key in self._active:
-                self._dirty[key] = min(self._dirty.get(key, hold), hold)
+                self._dirty[key] = min(self._dirty.get(key, (hold, most)), (hold, most))
             else:
-                self._hold(key, hold)
+                self._hold(key, hold, most)
 
-    def _hold(self, key: Hashable, hold: float) -> None:
-        if key not in self._held:
-            self._held[key] = due = self._clock() + hold
+    def _hold(self, key: Hashable, hold: float, most: float) -> None:
+        now = self._clock()
+        due, latest = self._held.get(key, (now, now + max(hold, most)))
+        if now + hold > due and due < latest:
+            due = min(now + hold, latest)
+            self._held[key] = (due, latest)
             heapq.heappush(self._timers, (due, next(self._order), key, _hold_marker))
             self._cond.notify()
 
@@ -92,7 +97,7 @@ class WorkQueue:
     def _push(self, key: Hashable) -> None:
         self._held.pop(key, None)  # whatever held it is in this pass
         if key in self._active:
-            self._dirty[key] = 0.0
+            self._dirty[key] = (0.0, 0.0)
         elif key not in self._waiting:
             self._waiting.add(key)
             self._queue.append(key)
@@ -104,7 +109,7 @@ class WorkQueue:
         while self._timers and self._timers[0][0] <= now:
             due, _, key, when = heapq.heappop(self._timers)
             if when is _hold_marker:
-                if self._held.get(key) == due:
+                if self._held.get(key, (None,))[0] == due:
                     self._push(key)
             elif when is not None:
                 if _holds(when, key):
@@ -130,8 +135,8 @@ class WorkQueue:
         with self._cond:
             self._active.discard(key)
             hold = self._dirty.pop(key, None)
-            if hold is not None and hold > 0:
-                self._hold(key, hold)
+            if hold is not None and hold[0] > 0:
+                self._hold(key, *hold)
             elif hold is not None:
                 self._push(key)
 

@@ -25,7 +25,7 @@ class Queue:
     def __init__(self):
         self.added = []
 
-    def add(self, key, hold=0.0):
+    def add(self, key, hold=0.0, most=0.0):
         self.added.append(key)
         self.hold = hold
 

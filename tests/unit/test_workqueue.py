@@ -149,3 +149,17 @@ def test_a_key_added_with_a_hold_while_worked_on_goes_back_in_after_the_hold():
     queue.add("a")  # a change that must not wait: back in at once
     queue._done("a")
     assert queue.depth() == 1
+
+
+def test_a_hold_lasts_until_the_adds_pause_but_no_longer_than_its_bound():
+    clock = Clock()
+    queue = WorkQueue(lambda key: None, workers=1, clock=clock)
+    for _ in range(3):  # adds 0.4 s apart keep it held: the gang is still moving
+        queue.add("a", hold=0.5, most=1.0)
+        clock.now += 0.1
+        release(queue)
+        assert queue.depth() == 0
+        clock.now += 0.3
+    clock.now -= 0.15  # just past 1.0 s after the first add: the bound, though the last came 0.25 s ago
+    release(queue)
+    assert queue.depth() == 1

@@ -6,9 +6,10 @@ it shows into the watch cache (what a pass observes) and, when that changed what
 queues the job's key; the queue folds a burst of events into a few passes (torchyard.workqueue).
 While the watch has yet to show some of the job's own creates and deletes, an event queues
 nothing: the pass would only wait for them (kube/cache.py); the event that shows the last of them
-queues it. A pod's or the Service's event queues the job after a short hold (`EVENT_HOLD_SECONDS`),
-into which the events meanwhile fold: a gang's pods are scheduled and start within moments of each
-other, and one pass sees them all. A slow resync from the cache covers what a watch may miss.
+queues it. A pod's or the Service's event queues the job once the job's events pause for
+`EVENT_HOLD_SECONDS` (at most `EVENT_HOLD_MOST_SECONDS` after the first), every event meanwhile
+folded in: a gang's pods are scheduled and start within moments of each other, and one pass sees
+them together. A slow resync from the cache covers what a watch may miss.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torchyard.jobs import JobReconciler
 log = logging.getLogger(__name__)
 OWNED = {keys.JOB_NAME: kopf.PRESENT, keys.MANAGED_BY: keys.MANAGER}
 EVENT_HOLD_SECONDS = 0.5
+EVENT_HOLD_MOST_SECONDS = 2.0
 
 
 @kopf.on.event(tj.GROUP, tj.VERSION, tj.PLURAL)
@@ -57,7 +59,7 @@ async def service_event(event: dict, namespace: str, labels: dict, memo: kopf.Me
 def queue(memo: kopf.Memo, namespace: str, job: str, hold: float = 0.0) -> None:
     """Queue the job's pass, unless it would only wait for the job's own writes to show."""
     if not memo.cache.awaits(namespace, job):
-        memo.queue.add((namespace, job), hold=hold)
+        memo.queue.add((namespace, job), hold=hold, most=EVENT_HOLD_MOST_SECONDS if hold else 0.0)
 
 
 def listed(event: dict, memo: kopf.Memo) -> None:
