@@ -145,6 +145,12 @@ def test_an_event_says_whether_it_changed_what_a_pass_reads():
     assert cache.seen_pod(running)
     assert not cache.seen_pod({**running, "metadata": {**running["metadata"], "resourceVersion": "2"},
                                "status": {"phase": "Running", "podIP": "10.0.0.7"}})  # no pass reads the IP
+    initialized = {"phase": "Running", "conditions": [{"type": "Initialized", "status": "True"},
+                                                      {"type": "Ready", "status": "True", "lastProbeTime": "t1"}]}
+    assert cache.seen_pod({**running, "metadata": {**running["metadata"], "resourceVersion": "2"}, "status": initialized})
+    assert not cache.seen_pod({**running, "metadata": {**running["metadata"], "resourceVersion": "2"}, "status": {
+        "phase": "Running", "conditions": [{"type": "ContainersReady", "status": "True"},  # nor these, nor the times
+                                           {"type": "Ready", "status": "True", "lastProbeTime": "t2"}]}})
     assert cache.seen_pod({**running, "metadata": {**running["metadata"], "resourceVersion": "3"},
                            "status": {"phase": "Failed"}})
     assert cache.seen_pod(running, deleted=True) and not cache.seen_pod(running, deleted=True)

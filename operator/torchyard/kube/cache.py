@@ -47,8 +47,12 @@ def _meta(obj: dict) -> dict:
 # What a pass reads of a pod (reconcile/observe.py: view_pod), and all the cache keeps: a pod as
 # the watch delivers it is ten times that, and a thousand jobs have three thousand pods.
 POD_META = ("name", "namespace", "uid", "labels", "resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds")
-POD_STATUS = ("phase", "reason", "message", "conditions")
+POD_STATUS = ("phase", "reason", "message")
 CONTAINER_STATUS = ("name", "state", "ready", "restartCount")
+# Of the pod's conditions, those a pass reads, without their times: a condition's time or one no
+# pass reads (Initialized, ContainersReady) changing is no change to what a pass decides from.
+POD_CONDITIONS = ("Ready", "PodScheduled")
+CONDITION = ("type", "status", "reason", "message")
 
 
 SERVICE_META = ("name", "resourceVersion", "deletionTimestamp")
@@ -61,6 +65,8 @@ def _picked(mapping: dict, keys: tuple[str, ...]) -> dict:
 def _slim_pod(obj: dict) -> dict:
     status = obj.get("status") or {}
     kept = _picked(status, POD_STATUS)
+    if "conditions" in status:
+        kept["conditions"] = [_picked(c, CONDITION) for c in status["conditions"] or [] if c.get("type") in POD_CONDITIONS]
     if "containerStatuses" in status:
         kept["containerStatuses"] = [_picked(cs, CONTAINER_STATUS) for cs in status["containerStatuses"]]
     return {"metadata": _picked(obj["metadata"], POD_META), "spec": {"nodeName": (obj.get("spec") or {}).get("nodeName")},
