@@ -3,8 +3,11 @@ reads go to the API server until the watch shows them (no pod is ever created tw
 
 from __future__ import annotations
 
+from kubernetes import client
+
 from torchyard import labels as keys
-from torchyard.kube.cache import EXPECTATION_SECONDS, WatchCache
+from torchyard.kube.cache import EXPECTATION_SECONDS, CachedKube, WatchCache
+from torchyard.kube.client import Kube
 from torchyard.reconcile.observe import view_pod
 
 
@@ -167,3 +170,15 @@ def test_a_job_with_writes_in_flight_is_unsettled_until_the_watch_shows_them_or_
     assert cache.unsettled("ml", "digits") == EXPECTATION_SECONDS - 10
     cache.seen_pod(pod("digits-worker-0", 1))
     assert cache.unsettled("ml", "digits") == 0
+
+
+def test_after_a_lapse_a_pass_reads_the_job_pods_from_the_api_once_and_then_from_the_cache(monkeypatch):
+    clock, listed = Clock(), []
+    monkeypatch.setattr(Kube, "list_job_pods", lambda self, ns, job: listed.append(job) or [pod("digits-worker-0", 3)])
+    kube = CachedKube(WatchCache(clock), client.ApiClient())
+    kube.cache.expect("ml", "digits", "pod/digits-worker-0", "create")
+    clock.now += EXPECTATION_SECONDS  # the watch lags: the pod it created is not in the cache yet
+    assert kube.lapsed("ml", "digits") and kube.unsettled("ml", "digits") == 0
+    assert names(kube.list_job_pods("ml", "digits")) == ["digits-worker-0"]
+    assert names(kube.list_job_pods("ml", "digits")) == ["digits-worker-0"], "a later pass would not create it again"
+    assert listed == ["digits"] and not kube.lapsed("ml", "digits")
