@@ -19,27 +19,21 @@ WORKERS = [1, 2, 3]
 class RecordingHost(ShardHost):
     """A shard host whose replies are recorded instead of sent."""
 
-    def __init__(self, mode: str, max_staleness: int = 0, model: nn.Module | None = None):
-        if model is None:
-            model = nn.Linear(2, 1, bias=False)
+    def __init__(self, mode: str, max_staleness: int = 0):
+        model = nn.Linear(2, 1, bias=False)
         with torch.no_grad():
-            for param in model.parameters():
-                param.fill_(1.0)
-        plan = wire.plan_shards([p.numel() for p in model.parameters()], 1)
-        super().__init__(0, plan, model, OptimizerConfig(name="sgd", learning_rate=1.0),
+            model.weight.fill_(1.0)
+        super().__init__(0, wire.plan_shards([2], 1), model, OptimizerConfig(name="sgd", learning_rate=1.0),
                          ParameterServerConfig(mode=mode, max_staleness=max_staleness), WORKERS,
                          TrainerMetrics("t", "ps", 0), timeout=5)
         self.replies: list[int] = []
-        self.answered: list[tuple[list[int], list[int] | None]] = []
         self.active, self.pending, self.held = set(WORKERS), {}, set()
 
-    def _reply(self, workers, buckets=None):
+    def _reply(self, workers):
         self.replies += workers
-        self.answered.append((workers, buckets))
 
-    def push(self, worker: int, gradient: float, bucket: int = 0) -> None:
-        payload = torch.full((self.param.numel(),), gradient)
-        self._on_push(_Message(worker, wire.OP_PUSH, payload=payload, bucket=bucket),
+    def push(self, worker: int, gradient: float) -> None:
+        self._on_push(_Message(worker, wire.OP_PUSH, payload=torch.full((2,), gradient)),
                       self.active, self.pending, self.held)
 
     def done(self, worker: int) -> None:
@@ -85,36 +79,3 @@ def test_async_releases_held_workers_when_the_slowest_finishes():
     assert host.replies == []
     host.done(3)
     assert sorted(host.replies) == [1, 2]
-
-
-class TwoBuckets(nn.Module):
-    """Two tensors of more than a bucket's values each: the second is bucket 0, the first bucket 1."""
-
-    def __init__(self):
-        super().__init__()
-        self.first = nn.Parameter(torch.zeros(wire.BUCKET_VALUES + 1))
-        self.second = nn.Parameter(torch.zeros(wire.BUCKET_VALUES + 1))
-
-
-def test_sync_steps_and_answers_each_bucket_as_soon_as_every_worker_pushed_it():
-    host = RecordingHost("Sync", model=TwoBuckets())
-    first, second = (slice(b.start, b.end) for b in reversed(host.buckets))
-    for worker in (2, 1):
-        host.push(worker, 3.0, bucket=0)
-    assert host.answered == []
-    host.push(3, 0.0, bucket=0)
-    assert host.answered == [([1, 2, 3], [0])] and host.updates == 0
-    assert bool((host.param[second] == -1.0).all()) and bool((host.param[first] == 1.0).all())
-    for worker in WORKERS:
-        host.push(worker, 6.0, bucket=1)
-    assert host.answered[1:] == [([1, 2, 3], [1])] and host.updates == 1
-    assert bool((host.param[first] == -5.0).all())
-
-
-def test_async_applies_a_push_once_its_last_bucket_is_in():
-    host = RecordingHost("Async", max_staleness=5, model=TwoBuckets())
-    host.push(1, 1.0, bucket=0)
-    assert host.updates == 0 and host.answered == []
-    host.push(1, 1.0, bucket=1)
-    assert host.updates == 1 and host.answered == [([1], None)]
-    assert bool((host.param == 0.0).all())

@@ -2,8 +2,8 @@
 
 A worker keeps a full replica for its forward and backward passes but never steps an optimizer:
 during each backward it sends every server the gradients of the tensors that server owns, bucket by
-bucket as they are ready (:mod:`torchyard_trainer.ps_overlap`); the server answers with the updated
-values bucket by bucket too, and the worker copies each bucket into its replica as it lands.
+bucket as they are ready (:mod:`torchyard_trainer.ps_overlap`), and then waits for the updated
+values, which it copies back into its replica.
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ class ParameterServerClient:
         self.servers = list(range(plan.servers))
         self.step = 0
         self._params: list[torch.Tensor] = []
-        self._buckets: list[tuple[int, torch.Tensor, list[torch.Tensor]]] = []  # (server, message, tensors)
+        self._shards: list[list[torch.Tensor]] = []
         self._buffers = [torch.empty(plan.numel(s) + 1) for s in self.servers]  # + the server's stop flag
         self.servers_stopping = False
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Bind to ``model``'s parameters (the same objects stay bound if pruning renames them)."""
         self._params = [p for _, p in model.named_parameters()]
-        self._buckets = [bucket for s in self.servers for bucket in self._reply_buckets(s)]
+        self._shards = [[self._params[i] for i in self.plan.owned(s)] for s in self.servers]
         self._pusher = BucketPusher(self.plan, self._params)
         self.pull()
         return model
@@ -48,32 +48,22 @@ class ParameterServerClient:
     def _send_header(self, server: int, op: int, numel: int = 0):
         return dist.isend(wire.header(op, self.step, self.process.rank, numel), dst=server, tag=wire.TAG_HEADER)
 
-    def _reply_buckets(self, server: int) -> list[tuple[int, torch.Tensor, list[torch.Tensor]]]:
-        """The messages of ``server``'s parameter reply: where each lands and the tensors it fills."""
-        owned = [self._params[i] for i in self.plan.owned(server)]
-        buckets = self.plan.buckets(server)
-        ranges = wire.reply_ranges(buckets, self.plan.numel(server))
-        tensors = [[owned[p] for p in b.positions] for b in buckets] or [[]]
-        return [(server, self._buffers[server][a:b], ts) for (a, b), ts in zip(ranges, tensors)]
-
     def _post_receives(self) -> list:
-        return [dist.irecv(message, src=s, tag=wire.TAG_PARAMETERS) for s, message, _ in self._buckets]
+        return [dist.irecv(self._buffers[s], src=s, tag=wire.TAG_PARAMETERS) for s in self.servers]
 
     def _adopt(self, sends: list, receives: list) -> None:
-        """Copy each bucket of the answer into the replica as it lands, then check the stop flags."""
-        for work, (_, message, tensors) in zip(receives, self._buckets):
+        for work in sends + receives:
             wire.wait(work, self.timeout)
-            wire.unflatten_into(message, tensors)  # a trailing stop flag is left out: no tensor takes it
-        for work in sends:
-            wire.wait(work, self.timeout)
+        for s in self.servers:
+            wire.unflatten_into(self._buffers[s][:-1], self._shards[s])
         self.servers_stopping = self.servers_stopping or any(bool(b[-1] > 0) for b in self._buffers)
 
     def update(self, loss: torch.Tensor) -> float:
         """Push each server its gradient shard during backward, adopt the parameters it answers with.
 
-        The replies' receives are posted before backward, so each bucket lands as soon as its server
-        has stepped it (in Sync mode, once every worker has pushed it). Returns the seconds spent
-        waiting after backward: the communication that did not overlap it.
+        The replies' receives are posted before backward, so each lands as soon as its server has
+        the step's pushes (in Sync mode, every worker's). Returns the seconds spent waiting after
+        backward: the communication that did not overlap it.
         """
         for p in self._params:
             p.grad = None

@@ -2,12 +2,10 @@
 
 One receiving thread per worker blocks on that worker's next header (a receive from a known peer
 fails at once when the peer's connection drops, which a receive from any source would not) and
-queues each gradient bucket as it lands; the main thread handles them one at a time, so the shard,
-its optimizer and the replies need no locks. Sync mode steps and answers bucket by bucket: once
-every active worker's gradients for a bucket are in, it averages them (summed in worker order, so
-the result is reproducible), steps that bucket and sends it back, while the workers' backward
-passes still produce the earlier layers' buckets. Async mode applies each whole push as it comes
-and holds back the reply to a worker that is more than ``maxStaleness`` updates ahead of the
+queues the decoded message; the main thread applies them one at a time, so the shard, its
+optimizer and the replies need no locks. Sync mode averages one push from every active worker per
+step, summed in worker order so the result is reproducible; Async mode applies each push as it
+comes and holds back the reply to a worker that is more than ``maxStaleness`` updates ahead of the
 slowest active worker. The server returns once every worker has said done, and raises
 :class:`PeerLost` when a worker disconnects or stays silent past the timeout.
 """
@@ -29,7 +27,7 @@ from torchyard_trainer import shutdown
 from torchyard_trainer.config import OptimizerConfig, ParameterServerConfig
 from torchyard_trainer.errors import PeerLost
 from torchyard_trainer.metrics import TrainerMetrics
-from torchyard_trainer.ps_optimizer import ShardOptimizer
+from torchyard_trainer.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +41,7 @@ class _Message:
     worker: int
     op: int
     step: int = 0
-    payload: torch.Tensor | None = None  # a push's whole flat gradient, filled up to ``bucket``
-    bucket: int = 0  # a push: the bucket that has just landed in ``payload``
+    payload: torch.Tensor | None = None
     error: str = ""
 
 
@@ -61,16 +58,13 @@ class ShardHost:
         self.shapes = [params[i].shape for i in self.owned]
         values = wire.flatten([params[i] for i in self.owned])
         self._reply_buffer = torch.cat([values, torch.zeros(1)])  # the shard, then the stop flag
-        self.param = self._reply_buffer[:-1]  # a view: a step updates the reply in place
-        self.optimizer = ShardOptimizer(self.param, self.buckets, optimizer)
-        # One message per bucket (an empty shard: one, the flag alone), as the push came in.
-        self._replies = [self._reply_buffer[a:b] for a, b in wire.reply_ranges(self.buckets, values.numel())]
+        self.param = nn.Parameter(self._reply_buffer[:-1])  # a view: a step updates the reply in place
+        self.optimizer = build_optimizer([self.param], optimizer)
         self.mode = mode
         self.workers = workers
         self.metrics = metrics
         self.timeout = timeout
         self.updates = 0
-        self._step_seconds = 0.0  # the current Sync step's, summed over its buckets
         self.applied = {w: 0 for w in workers}
         self.stopped = False  # a worker stopped early: the gang was asked to stop
         self._inbox: queue.Queue[_Message] = queue.Queue()
@@ -105,7 +99,7 @@ class ShardHost:
             elif message.op == wire.OP_PULL:
                 self._reply([message.worker])
             elif message.op == wire.OP_STATE:
-                state = {"optimizer": self.optimizer.state_dict(), "updates": self.updates}  # whole-shard layout
+                state = {"optimizer": self.optimizer.state_dict(), "updates": self.updates}
                 dist.send_object_list([state], dst=message.worker)
             elif message.op in wire.FINAL_OPS:
                 self.stopped = self.stopped or message.op == wire.OP_STOP
@@ -148,79 +142,56 @@ class ShardHost:
                 op, step = int(head[0]), int(head[1])
                 payload = None
                 if op == wire.OP_PUSH:
-                    self._receive_push(worker, step)
-                    continue
-                self._inbox.put(_Message(worker, op, step))
+                    payload = torch.empty(self.param.numel())
+                    for bucket in self.buckets:
+                        chunk = payload[bucket.start:bucket.end]
+                        wire.wait(dist.irecv(chunk, src=worker, tag=wire.TAG_GRADIENTS), self.timeout)
+                self._inbox.put(_Message(worker, op, step, payload))
                 if op in wire.FINAL_OPS:
                     return
         except Exception as exc:  # any failure of the link means the worker is lost to this job
             self._inbox.put(_Message(worker, _LOST, error=str(exc).splitlines()[0][:300]))
 
-    def _receive_push(self, worker: int, step: int) -> None:
-        """Receive a push's buckets, all posted at once so the worker's sends never wait on this
-        thread, and queue each as it lands. An empty shard has no bucket: its push is one message."""
-        payload = torch.empty(self.param.numel())
-        works = [dist.irecv(payload[b.start:b.end], src=worker, tag=wire.TAG_GRADIENTS) for b in self.buckets]
-        for index, work in enumerate(works):
-            wire.wait(work, self.timeout)
-            self._inbox.put(_Message(worker, wire.OP_PUSH, step, payload, index))
-        if not works:
-            self._inbox.put(_Message(worker, wire.OP_PUSH, step, payload, 0))
-
     def _on_push(self, message: _Message, active: set, pending: dict, held: set) -> None:
         if self.mode.mode == "Sync":
-            pending.setdefault(message.bucket, {})[message.worker] = message.payload
-        elif message.bucket == len(self._replies) - 1:  # the whole push is in
+            pending[message.worker] = message.payload
+        else:
             self._apply(message.payload)
             self.applied[message.worker] += 1
             held.add(message.worker)
         self._settle(active, pending, held)
 
     def _settle(self, active: set, pending: dict, held: set) -> None:
-        """Apply and answer each Sync bucket every active worker has pushed, or release Async workers
-        back within the staleness bound. Sync buckets complete in bucket order: every worker sends
-        them in that order and waits for the whole answer before its next push."""
-        for bucket in sorted(b for b, pushes in pending.items() if pushes and set(pushes) >= active):
-            self._apply_bucket(bucket, pending.pop(bucket))
+        """Apply a complete Sync step, or release Async workers back within the staleness bound."""
+        if pending and set(pending) >= active:
+            order = sorted(pending)
+            total = pending[order[0]]
+            for worker in order[1:]:
+                total += pending[worker]
+            self._apply(total.div_(len(order)))
+            pending.clear()
+            self._reply(order)
         if held:
             slowest = min((self.applied[w] for w in active), default=0)
             ready = sorted(w for w in held if self.applied[w] - slowest <= self.mode.max_staleness)
             held.difference_update(ready)
             self._reply(ready)
 
-    def _apply_bucket(self, bucket: int, pushes: dict[int, torch.Tensor]) -> None:
-        """Step ``bucket`` with the mean of every worker's gradients for it and send it to them."""
-        start = time.perf_counter()
-        order = sorted(pushes)
-        span = self.optimizer.buckets[bucket]
-        total = pushes[order[0]][span.start:span.end]
-        for worker in order[1:]:
-            total += pushes[worker][span.start:span.end]
-        self.optimizer.step(bucket, total.div_(len(order)))
-        self._step_seconds += time.perf_counter() - start
-        self._reply(order, [bucket])
-        if bucket == len(self._replies) - 1:
-            self._count_update(self._step_seconds)
-            self._step_seconds = 0.0
-
     def _apply(self, gradient: torch.Tensor) -> None:
         start = time.perf_counter()
-        self.optimizer.step_all(gradient)
-        self._count_update(time.perf_counter() - start)
-
-    def _count_update(self, seconds: float) -> None:
+        self.param.grad = gradient
+        self.optimizer.step()
+        self.param.grad = None
         self.updates += 1
-        self.metrics.step_seconds.observe(seconds)
+        self.metrics.step_seconds.observe(time.perf_counter() - start)
         self.metrics.steps.inc()
 
-    def _reply(self, workers: list[int], buckets: list[int] | None = None) -> None:
-        """Send ``workers`` the parameters of ``buckets`` (default: all), each bucket one message."""
+    def _reply(self, workers: list[int]) -> None:
         if not workers:
             return
         start = time.perf_counter()
         self._reply_buffer[-1] = 1.0 if shutdown.requested() else 0.0
-        messages = [self._replies[b] for b in (range(len(self._replies)) if buckets is None else buckets)]
-        works = [dist.isend(m, dst=w, tag=wire.TAG_PARAMETERS) for m in messages for w in workers]
+        works = [dist.isend(self._reply_buffer, dst=w, tag=wire.TAG_PARAMETERS) for w in workers]
         for work in works:
             wire.wait(work, self.timeout)
         self.metrics.communication_seconds.observe(time.perf_counter() - start)

@@ -5,11 +5,10 @@ group. A worker starts every request with a header, an int64 tensor ``[op, step,
 sent with tag 1; a push follows it with its gradient shard (float32, tag 2) in buckets, last
 tensors first, so a worker can send each bucket as soon as its backward pass has produced it
 (see :func:`buckets`). A parameter server
-answers pushes and pulls with its parameter shard (float32, tag 3) in the same buckets, each as soon
-as it is updated (:func:`reply_ranges`), and a state request with one pickled object
-(``send_object_list``). Each server owns the parameters the shard plan gives it and keeps them as
-one flat tensor in model order. The first bucket of each parameter reply carries one more value at
-its end: 1.0 once the server has been asked to stop (SIGTERM), so the workers stop and checkpoint too.
+answers pushes and pulls with its parameter shard (float32, tag 3) and a state request with one
+pickled object (``send_object_list``). Each server owns the parameters the shard plan gives it and
+keeps them as one flat tensor in model order. Each parameter reply carries one more value at its
+end: 1.0 once the server has been asked to stop (SIGTERM), so the workers stop and checkpoint too.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-OP_PUSH = 1   # gradients for one step; answered bucket by bucket with fresh parameters (Sync: once all workers pushed it)
+OP_PUSH = 1   # gradients for one step; answered with fresh parameters (Sync: once all workers pushed)
 OP_PULL = 2   # answered at once with the current parameters
 OP_STATE = 3  # answered at once with {"optimizer": state_dict, "updates": n} (for a checkpoint)
 OP_DONE = 4   # the worker has finished; no answer. A server exits once every worker is done.
@@ -41,14 +40,6 @@ class Bucket:
     positions: tuple[int, ...]  # indices into the server's owned tensors, in model order
     start: int
     end: int
-
-
-def reply_ranges(buckets: list[Bucket], numel: int) -> list[tuple[int, int]]:
-    """The messages of a parameter reply, as ranges of the server's flat shard followed by its stop
-    flag: one per bucket, in bucket order, the first one (it ends the shard) carrying the flag."""
-    if not buckets:
-        return [(0, numel + 1)]
-    return [(b.start, b.end + 1 if b.end == numel else b.end) for b in buckets]
 
 
 def header(op: int, step: int, rank: int, numel: int) -> torch.Tensor:
