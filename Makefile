@@ -86,6 +86,8 @@ lint: $(PY) binaries
 	@helm=$$($(CLUSTER) which helm) || { echo "helm is not built: bash hack/build-control-plane.sh" >&2; exit 1; }; \
 	echo "$$helm lint --strict charts/torchyard"; "$$helm" lint --strict charts/torchyard
 	shellcheck $(SHELL_SCRIPTS)
+	@$(PY) -m ruff --version >/dev/null 2>&1 || { echo "ruff is not in $(VENV): make venv" >&2; exit 1; }
+	$(PY) -m ruff check operator trainer-image tests benchmarks hack
 
 # Copy crds/ (the one source) into the chart after changing a CRD.
 chart-crds:

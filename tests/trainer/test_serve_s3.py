@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from s3server import BUCKET, s3  # noqa: F401  (s3: the fixture)
-from test_serve import FEATURES, NAME, VERSION, Server, infer_body, save, trained_model
+from test_serve import FEATURES, NAME, Server, infer_body, save, trained_model
 from torchyard_trainer import objstore
 from torchyard_trainer.artifact import METADATA_FILE, verify_artifact
 from torchyard_trainer.objstore import Location, NotFound, ObjectStore, ObjectStoreError, upload_directory

@@ -34,7 +34,13 @@ DEFAULT_STOP_SECONDS = 20.0  # the pod's grace period is 30 s unless the templat
 _requested = threading.Event()
 _guard = threading.Lock()
 _deferring = 0
-_on_exit: Callable[[str], None] = lambda message: None
+
+
+def _say_nothing(message: str) -> None:
+    pass
+
+
+_on_exit: Callable[[str], None] = _say_nothing
 
 
 def stop_seconds() -> float:

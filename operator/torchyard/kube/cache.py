@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from typing import Callable, Iterable
+from typing import Callable
 
 from torchyard import labels as keys
 from torchyard.api import trainingjob as tj
