@@ -81,8 +81,8 @@ def test_synchronous_parameter_servers_equal_ddp(tmp_path, ddp_run, servers):
     assert run.result()["metrics"]["accuracy"] == pytest.approx(ddp_run.result()["metrics"]["accuracy"], abs=0.003)
 
 
-def test_a_synchronous_parameter_server_stepping_bucket_by_bucket_equals_ddp(tmp_path):
-    """A model of two gradient buckets: the server steps and answers each one on its own."""
+def test_a_synchronous_parameter_server_fed_two_gradient_buckets_equals_ddp(tmp_path):
+    """A model whose shard is pushed in two buckets during backward (the digits MLP above fits in one)."""
     config = {**DIGITS_MLP, "model": {"name": "mlp", "hiddenSizes": [512, 512]}, "epochs": 1}
     parsed = parse_config(config)
     model = initial_model(parsed, load_dataset(parsed.dataset, parsed.seed))
