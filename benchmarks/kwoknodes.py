@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import uuid
 
 NODE_LABEL = "torchyard.dev/bench"
 KWOK_MANAGED_LABEL = "torchyard.dev/kwok-managed"  # hack/localcluster/components.py
@@ -27,8 +28,10 @@ def node_manifest(name: str) -> dict:
 
 
 def add_nodes(core, pods: int, timeout: float = 90) -> list[str]:
-    """Enough nodes for `pods` pods (with room for a round still being deleted), once Ready."""
-    names = [f"kwok-bench-{i}" for i in range(2 * pods // PODS_PER_NODE + 1)]
+    """Enough nodes for `pods` pods (with room for a round still being deleted), once Ready. Their
+    names are this run's own, so two benchmarks on one cluster do not collide."""
+    run = uuid.uuid4().hex[:6]
+    names = [f"kwok-bench-{run}-{i}" for i in range(2 * pods // PODS_PER_NODE + 1)]
     for name in names:
         core.create_node(node_manifest(name))
     deadline = time.monotonic() + timeout
