@@ -52,6 +52,13 @@ RECONCILE_WAITS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+QUEUE_DEPTH = Gauge(
+    "torchyard_workqueue_depth",
+    "Objects waiting in a work queue for a worker (not those held for a moment or being worked on), "
+    "by queue: trainingjobs or modeldeployments.",
+    ["queue"],
+    registry=REGISTRY,
+)
 RECONCILE_ERRORS = Counter(
     "torchyard_reconcile_errors_total",
     "Reconciles that ended in an error, by kind and error class.",

@@ -63,6 +63,8 @@ def test_operator_metrics_move_with_the_jobs_life(cluster, crds, namespace, oper
     reconciles = running.value("torchyard_reconcile_duration_seconds_count", kind="TrainingJob")
     assert reconciles > before.value("torchyard_reconcile_duration_seconds_count", kind="TrainingJob")
     assert running.value("torchyard_reconcile_duration_seconds_sum", kind="TrainingJob") > 0
+    queues = {s.labels["queue"] for s in running.samples if s.name == "torchyard_workqueue_depth"}
+    assert queues == {"trainingjobs", "modeldeployments"}, "each work queue's depth is exported"
 
     # The program fails (exit 1): a restart charged to the user.
     faults.terminate_container(namespace, "watched-worker-1", exit_code=1, message="RuntimeError: boom")

@@ -163,3 +163,18 @@ def test_a_hold_lasts_until_the_adds_pause_but_no_longer_than_its_bound():
     clock.now -= 0.15  # just past 1.0 s after the first add: the bound, though the last came 0.25 s ago
     release(queue)
     assert queue.depth() == 1
+
+
+def test_the_depth_gauge_counts_the_keys_waiting_for_a_worker():
+    from torchyard import metrics
+
+    queue = WorkQueue(lambda key: None, workers=1)  # not started: every key waits
+    gauge = metrics.QUEUE_DEPTH.labels(queue="test")
+    gauge.set_function(queue.depth)
+    for key in ["a", "b", "a"]:
+        queue.add(key)
+    queue.add("c", hold=5.0)  # held for a moment: not yet waiting for a worker
+    try:
+        assert metrics.REGISTRY.get_sample_value("torchyard_workqueue_depth", {"queue": "test"}) == 2
+    finally:
+        metrics.QUEUE_DEPTH.remove("test")

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 import kopf
 
+from torchyard import metrics
 from torchyard.fanout import Fanout
 from torchyard.http import Server, build_app
 from torchyard.jobs import JobReconciler
@@ -65,6 +66,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
         memo.jobs.queueing = memo.queueing
     memo.queue = WorkQueue(lambda key: memo.jobs.take(key, memo.queue.add_after), options.workers)
     memo.jobs.on_due = memo.queue.add_after
+    metrics.QUEUE_DEPTH.labels(queue="trainingjobs").set_function(memo.queue.depth)
     memo.queue.start()
     memo.relister = Relister(lambda: relist_all(cached, options.namespaces),
                              lambda: queue_all(memo.queue, memo.cache))
@@ -102,6 +104,7 @@ async def start_serving(memo: kopf.Memo, options) -> tuple[WorkQueue, CachedServ
     memo.serving = ServingReconciler(served, options.settings)
     queue = WorkQueue(lambda key: memo.serving.take(key, queue.add_after), SERVING_WORKERS)
     memo.serving.on_due = queue.add_after
+    metrics.QUEUE_DEPTH.labels(queue="modeldeployments").set_function(queue.depth)
     queue.start()
     memo.serving_relister = Relister(lambda: relist_all(served, options.namespaces),
                                      lambda: [queue.add(key) for key in memo.serving_cache.keys(MODEL_DEPLOYMENTS)])
