@@ -33,7 +33,7 @@ import uuid
 from pathlib import Path
 
 from common import ROOT, default_kubeconfig, free_port
-from kubernetes import config
+from kubernetes import client, config
 
 from torchyard.kube.client import Kube  # its clients time out instead of hanging on a dropped connection
 
@@ -216,7 +216,7 @@ def main() -> int:
     path = default_kubeconfig()
     config.load_kube_config(path)
     kube = Kube()
-    core, custom = kube.core, kube.custom
+    core, custom = client.CoreV1Api(kube.api), client.CustomObjectsApi(kube.api)
     subprocess.run([str(ROOT / ".venv" / "bin" / "kubectl"), "--kubeconfig", path, "apply", "--server-side",
                     "--force-conflicts", "-f", str(ROOT / "crds")], check=True, capture_output=True)
     subprocess.run([str(ROOT / ".venv" / "bin" / "kubectl"), "--kubeconfig", path, "wait", "--timeout=60s",

@@ -4,11 +4,11 @@ that depend on it (reconcile/decide.py)."""
 from __future__ import annotations
 
 import copy
+import json
 from types import SimpleNamespace
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from jobs import ALLREDUCE_CPU, NOW, PARAMETER_SERVER, UID, job, pod
 from torchyard.api.errors import SpecError
@@ -128,31 +128,30 @@ def test_without_gang_mode_an_unplaced_pod_is_plain_unschedulable():
 
 
 class Discovery:
-    """The one discovery call `Kube.serves` makes, answered from a list."""
+    """The one discovery call `Kube.serves` makes, answered (status, APIResourceList) from a list."""
 
     def __init__(self, *answers):
         self.answers, self.calls = list(answers), []
 
-    def get_api_resources(self, group, version):
-        self.calls.append(f"{group}/{version}")
-        answer = self.answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+    def __call__(self, method, url, headers=None, body=None, post_params=None, **_):
+        self.calls.append(f"{method} {url.split('://')[-1].split('/', 1)[-1]}")
+        status, answer = self.answers.pop(0)
+        data = json.dumps(answer).encode()
+        return SimpleNamespace(status=status, reason="answer", data=data, headers={}, read=lambda: data)
 
 
-def kube_with(custom) -> Kube:
+def kube_with(discovery) -> Kube:
     kube = Kube(client.ApiClient())
-    kube.custom = custom
+    kube.api.call_api = discovery
     return kube
 
 
 def listing(*names):
-    return SimpleNamespace(resources=[SimpleNamespace(name=n) for n in names])
+    return 200, {"kind": "APIResourceList", "resources": [{"name": n} for n in names]}
 
 
 @pytest.mark.parametrize("answer, served", [
-    (ApiException(status=404, reason="Not Found"), False),  # the group version is not served at all
+    ((404, {"kind": "Status", "code": 404}), False),  # the group version is not served at all
     (listing("priorityclasses"), False),  # served, but without workloads
     (listing("workloads"), True),
 ])
@@ -165,7 +164,7 @@ def test_discovery_is_asked_once_for_many_passes():
     discovery = Discovery(listing("workloads"))
     kube = kube_with(discovery)
     assert all(kube.serves(gang.GROUP, gang.VERSION, gang.PLURAL) for _ in range(3))
-    assert discovery.calls == ["scheduling.k8s.io/v1alpha1"]
+    assert discovery.calls == ["GET apis/scheduling.k8s.io/v1alpha1"]
 
 
 def sent_pods(status: int, body: bytes = b"{}"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 from torchyard.kube.serving_cache import DEPLOYMENTS, MODEL_DEPLOYMENTS, PODS, SERVICES, CachedServingKube, ServingCache
 
@@ -69,27 +70,18 @@ def test_selectors_and_the_model_deployments_of_a_model():
     assert cache.keys(MODEL_DEPLOYMENTS) == [("ml", "digits"), ("ml", "digits-2"), ("ml", "letters")]
 
 
-class Answer:
-    def __init__(self, obj: dict):
-        self.data = json.dumps(obj).encode()
+def switching_server(sent: list):
+    """The API server's side of a selector switch: the patched Service, at a newer resourceVersion;
+    no read (the Service is in the cache)."""
 
-    def release_conn(self) -> None:
-        pass
+    def call_api(method, url, headers=None, body=None, post_params=None, **_):
+        assert method == "PATCH", f"the Service is in the cache: no {method} {url}"
+        sent.append((url.split("/api/v1/", 1)[1], headers["Content-Type"]))
+        data = json.dumps({"metadata": {"name": "digits", "namespace": "ml", "resourceVersion": "7",
+                                        "labels": {MD_LABEL: "digits"}}, **body}).encode()
+        return SimpleNamespace(status=200, reason="OK", data=data, headers={}, read=lambda: data)
 
-
-class FakeCore:
-    """The API server's side of a selector switch: the patched Service, at a newer resourceVersion."""
-
-    def __init__(self):
-        self.reads = 0
-
-    def patch_namespaced_service(self, name, namespace, patch, **_):
-        return Answer({"metadata": {"name": name, "namespace": namespace, "resourceVersion": "7",
-                                    "labels": {MD_LABEL: "digits"}}, **patch})
-
-    def read_namespaced_service(self, name, namespace, **_):
-        self.reads += 1
-        raise AssertionError("the Service is in the cache: no read")
+    return call_api
 
 
 def test_a_switch_is_in_the_cache_at_once_and_the_watch_echo_of_an_older_view_does_not_undo_it():
@@ -97,9 +89,10 @@ def test_a_switch_is_in_the_cache_at_once_and_the_watch_echo_of_an_older_view_do
     old = {"metadata": {"name": "digits", "namespace": "ml", "resourceVersion": "5", "labels": {MD_LABEL: "digits"}},
            "spec": {"selector": {"torchyard.dev/version": "2"}}}
     cache.seen(SERVICES, old)
-    kube = CachedServingKube(cache)
-    kube.core = FakeCore()
+    kube, sent = CachedServingKube(cache), []
+    kube.api.call_api = switching_server(sent)
     kube.patch_service("ml", "digits", {"spec": {"selector": {"torchyard.dev/version": "1"}}})
+    assert sent == [("namespaces/ml/services/digits", "application/strategic-merge-patch+json")]
     assert kube.get_service("ml", "digits")["spec"]["selector"]["torchyard.dev/version"] == "1"
     assert not cache.seen(SERVICES, old)  # a watch event from before the switch, arriving late
     assert kube.get_service("ml", "digits")["spec"]["selector"]["torchyard.dev/version"] == "1"

@@ -23,7 +23,7 @@ from typing import Callable
 
 from torchyard import labels as keys
 from torchyard.api import trainingjob as tj
-from torchyard.kube.client import Kube, plain, translated
+from torchyard.kube.client import Kube, path, translated
 
 EXPECTATION_SECONDS = 30.0
 Key = tuple[str, str]
@@ -291,15 +291,9 @@ class CachedKube(Kube):
         selector = f"{keys.JOB_NAME},{keys.MANAGED_BY}={keys.MANAGER}"
         scope = namespace or "all namespaces"
         with translated(f"list TrainingJobs, pods and Services in {scope}"):
-            if namespace:
-                jobs = self.custom.list_namespaced_custom_object(tj.GROUP, tj.VERSION, namespace, tj.PLURAL)
-                pods = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
-                services = self.core.list_namespaced_service(namespace, label_selector=selector, _preload_content=False)
-            else:
-                jobs = self.custom.list_cluster_custom_object(tj.GROUP, tj.VERSION, tj.PLURAL)
-                pods = self.core.list_pod_for_all_namespaces(label_selector=selector, _preload_content=False)
-                services = self.core.list_service_for_all_namespaces(label_selector=selector, _preload_content=False)
-            pods, services = plain(pods), plain(services)
+            jobs = self.request("GET", path(tj.GROUP, tj.VERSION, tj.PLURAL, namespace))
+            pods, services = (self.request("GET", path("", "v1", plural, namespace), query={"labelSelector": selector})
+                              for plural in ("pods", "services"))
         self.cache.relist(namespace, jobs.get("items", []), pods["items"], services["items"],
                           tuple(int(listing["metadata"]["resourceVersion"]) for listing in (jobs, pods, services)))
 

@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 # unlike admission's refusals of an object ("violates PodSecurity ...").
 RBAC_DENIED = re.compile(r'User ".*" cannot \w+ resource')
 
+JSON = "application/json"
+# How patches are sent: a merge patch for custom resources and their status, a strategic merge
+# patch for built-in kinds (it merges lists by their keys, as kubectl does).
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 REQUEST_TIMEOUT = (5.0, 30.0)  # seconds to connect, seconds to wait for an answer
 DISCOVERY_SECONDS = 60.0  # how long an answer of `serves` is trusted
 # Connections kept open to the API server: enough for every reconcile worker and every write a
@@ -47,28 +52,50 @@ def load_config() -> None:
         config.load_kube_config()
 
 
+def path(group: str, version: str, plural: str, namespace: str | None = None, name: str | None = None,
+         subresource: str | None = None) -> str:
+    """The API server's path of a collection or an object ("" is the core group)."""
+    parts = [f"/apis/{group}/{version}" if group else f"/api/{version}"]
+    if namespace:
+        parts.append(f"namespaces/{namespace}")
+    parts += [part for part in (plural, name, subresource) if part]
+    return "/".join(parts)
+
+
 class Kube:
+    """Every call is a plain HTTP request through the client's `ApiClient` (its configuration,
+    authentication, connection pool): the client's typed API classes would load some 280 generated
+    models, ~25 MiB held for the operator's life, only to turn answers back into dicts."""
+
     def __init__(self, api_client: client.ApiClient | None = None):
         self.api = api_client or client.ApiClient(_pooled(client.Configuration.get_default_copy()))
         _default_timeout(self.api)
-        self.core = client.CoreV1Api(self.api)
-        self.custom = client.CustomObjectsApi(self.api)
         self._served: dict[tuple[str, str, str], tuple[bool, float]] = {}  # serves(): answer, until
-        self.apps = client.AppsV1Api(self.api)
+
+    def request(self, method: str, url: str, body: dict | None = None, query: dict | None = None,
+                content_type: str = JSON, read: bool = True) -> dict | None:
+        """Send one request; the answer's JSON as dicts (None unless `read`: a write whose answer
+        the watch brings anyway). A non-2xx answer raises the client's ApiException, as its typed
+        calls do, for `translated` to name."""
+        query_params = [(key, value) for key, value in (query or {}).items() if value is not None]
+        request = self.api.param_serialize(method, url, query_params=query_params, body=body,
+                                           header_params={"Content-Type": content_type, "Accept": JSON},
+                                           auth_settings=["BearerToken"])
+        response = self.api.call_api(*request)
+        data = response.read()  # read to the end: the connection goes back to the pool
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=data.decode("utf-8", "replace"), data=None)
+        return json.loads(data) if read else None
 
     # --- TrainingJobs -----------------------------------------------------------------------------
 
     def get_job(self, namespace: str, name: str) -> dict | None:
         with translated(f"get TrainingJob {namespace}/{name}"):
-            return _or_none(lambda: self.custom.get_namespaced_custom_object(
-                tj.GROUP, tj.VERSION, namespace, tj.PLURAL, name))
+            return _or_none(lambda: self.request("GET", path(tj.GROUP, tj.VERSION, tj.PLURAL, namespace, name)))
 
     def list_jobs(self, namespace: str | None) -> list[dict]:
         with translated("list TrainingJobs"):
-            if namespace:
-                out = self.custom.list_namespaced_custom_object(tj.GROUP, tj.VERSION, namespace, tj.PLURAL)
-            else:
-                out = self.custom.list_cluster_custom_object(tj.GROUP, tj.VERSION, tj.PLURAL)
+            out = self.request("GET", path(tj.GROUP, tj.VERSION, tj.PLURAL, namespace))
         return out.get("items", [])
 
     def patch_job_status(self, namespace: str, name: str, status: dict, resource_version: str | None = None) -> dict | None:
@@ -79,34 +106,34 @@ class Kube:
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
         with translated(f"patch status of TrainingJob {namespace}/{name}"), ignoring(404):
-            return self.custom.patch_namespaced_custom_object_status(tj.GROUP, tj.VERSION, namespace, tj.PLURAL,
-                                                                     name, body)
+            return self.request("PATCH", path(tj.GROUP, tj.VERSION, tj.PLURAL, namespace, name, "status"), body,
+                                content_type=MERGE_PATCH)
         return None
 
     def delete_job(self, namespace: str, name: str) -> None:
         with translated(f"delete TrainingJob {namespace}/{name}"), ignoring(404):
-            self.custom.delete_namespaced_custom_object(
-                tj.GROUP, tj.VERSION, namespace, tj.PLURAL, name, propagation_policy="Background"
-            )
+            self.request("DELETE", path(tj.GROUP, tj.VERSION, tj.PLURAL, namespace, name),
+                         query={"propagationPolicy": "Background"}, read=False)
 
     # --- pods and services ----------------------------------------------------------------------
 
     def list_job_pods(self, namespace: str, job_name: str) -> list[dict]:
         with translated(f"list pods of {namespace}/{job_name}"):
-            return plain(self.core.list_namespaced_pod(namespace, label_selector=labels.job_selector(job_name),
-                                                       _preload_content=False))["items"]
+            return self.request("GET", path("", "v1", "pods", namespace),
+                                query={"labelSelector": labels.job_selector(job_name)})["items"]
 
     def create_pod(self, manifest: dict) -> None:
-        if gang.POD_FIELD in manifest["spec"]:
-            return self._create_as_is(f"/api/v1/namespaces/{manifest['metadata']['namespace']}/pods", manifest)
+        """Sent as built: no client model checks it, so a field of another Kubernetes release than
+        the client's (a gang pod's spec.workloadRef, builders/gang.py) reaches the API server."""
         meta = manifest["metadata"]
         with translated(f"create pod {meta['namespace']}/{meta['name']}"), ignoring(409):
-            _unread(self.core.create_namespaced_pod(meta["namespace"], manifest, _preload_content=False))
+            self.request("POST", path("", "v1", "pods", meta["namespace"]), manifest, read=False)
 
     def delete_pod(self, namespace: str, name: str, force: bool = False) -> None:
         grace = 0 if force else None
         with translated(f"delete pod {namespace}/{name}"), ignoring(404):
-            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace)
+            self.request("DELETE", path("", "v1", "pods", namespace, name), query={"gracePeriodSeconds": grace},
+                         read=False)
 
     def service_exists(self, namespace: str, name: str) -> bool:
         return self.get_service(namespace, name) is not None
@@ -124,7 +151,7 @@ class Kube:
     def create_service(self, manifest: dict) -> None:
         meta = manifest["metadata"]
         with translated(f"create service {meta['namespace']}/{meta['name']}"), ignoring(409):
-            _unread(self.core.create_namespaced_service(meta["namespace"], manifest, _preload_content=False))
+            self.request("POST", path("", "v1", "services", meta["namespace"]), manifest, read=False)
 
 
     # --- gang scheduling: the Workload of a job in gang mode (builders/gang.py) -------------------
@@ -137,8 +164,8 @@ class Kube:
         if known is not None and now < known[1]:
             return known[0]
         with translated(f"discover {group}/{version}"):
-            found = _or_none(lambda: self.custom.get_api_resources(group, version))
-        served = found is not None and any(r.name == plural for r in found.resources or [])
+            found = _or_none(lambda: self.request("GET", path(group, version, "")))
+        served = found is not None and any(r.get("name") == plural for r in found.get("resources") or [])
         self._served[key] = (served, now + DISCOVERY_SECONDS)
         return served
 
@@ -147,42 +174,25 @@ class Kube:
         meta, (group, version) = manifest["metadata"], manifest["apiVersion"].split("/")
         with translated(f"create {manifest['kind']} {meta['namespace']}/{meta['name']}"):
             try:
-                self.custom.create_namespaced_custom_object(group, version, meta["namespace"], gang.PLURAL, manifest)
+                self.request("POST", path(group, version, gang.PLURAL, meta["namespace"]), manifest, read=False)
                 return None
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-            return _or_none(lambda: self.custom.get_namespaced_custom_object(
-                group, version, meta["namespace"], gang.PLURAL, meta["name"]))
-
-    def _create_as_is(self, path: str, manifest: dict) -> None:
-        """POST an object as built. The client checks a body against its models, which know one
-        Kubernetes release: a field of another (a pod's spec.workloadRef, which 1.35 serves and
-        later releases replaced) would be refused before it is sent."""
-        meta = manifest["metadata"]
-        with translated(f"create {manifest['kind']} {meta['namespace']}/{meta['name']}"), ignoring(409):
-            request = self.api.param_serialize("POST", path, body=manifest, auth_settings=["BearerToken"],
-                                               header_params={"Content-Type": "application/json",
-                                                              "Accept": "application/json"})
-            response = self.api.call_api(*request)
-            response.read()
-            if not 200 <= response.status <= 299:
-                raise ApiException(http_resp=response)
+            return _or_none(lambda: self.request("GET", path(group, version, gang.PLURAL, meta["namespace"],
+                                                             meta["name"])))
 
     def delete_workload(self, namespace: str, name: str) -> None:
         with translated(f"delete {gang.KIND} {namespace}/{name}"), ignoring(404):
-            self.custom.delete_namespaced_custom_object(gang.GROUP, gang.VERSION, namespace, gang.PLURAL, name)
+            self.request("DELETE", path(gang.GROUP, gang.VERSION, gang.PLURAL, namespace, name), read=False)
 
     # --- peering --------------------------------------------------------------------------------------
 
     def peers(self, peering: str, namespace: str | None) -> dict:
         """The status of kopf's peering object: peer id -> {priority, lastseen, lifetime}."""
         with translated(f"get kopf peering {peering}"), ignoring(404):
-            if namespace:
-                obj = self.custom.get_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", peering)
-            else:
-                obj = self.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
-            return obj.get("status") or {}
+            plural = "kopfpeerings" if namespace else "clusterkopfpeerings"
+            return self.request("GET", path("kopf.dev", "v1", plural, namespace, peering)).get("status") or {}
         return {}
 
     # --- events -------------------------------------------------------------------------------------
@@ -209,7 +219,7 @@ class Kube:
         }
         try:
             with translated(f"create event for {meta['namespace']}/{meta['name']}"):
-                _unread(self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False))
+                self.request("POST", path("", "v1", "events", meta["namespace"]), event, read=False)
         except kopf.PermanentError as exc:  # an event is worth a log line, never a failed reconcile
             log.warning("%s", exc)
 
@@ -219,13 +229,13 @@ class Kube:
 
     def get_model_version(self, namespace: str, name: str) -> dict | None:
         with translated(f"get ModelVersion {namespace}/{name}"):
-            return _or_none(lambda: self.custom.get_namespaced_custom_object(
-                mv_api.GROUP, mv_api.VERSION, namespace, mv_api.PLURAL, name))
+            return _or_none(lambda: self.request("GET", path(mv_api.GROUP, mv_api.VERSION, mv_api.PLURAL, namespace,
+                                                             name)))
 
     def list_model_versions(self, namespace: str, label_selector: str) -> list[dict]:
         with translated(f"list ModelVersions in {namespace}"):
-            out = self.custom.list_namespaced_custom_object(
-                mv_api.GROUP, mv_api.VERSION, namespace, mv_api.PLURAL, label_selector=label_selector)
+            out = self.request("GET", path(mv_api.GROUP, mv_api.VERSION, mv_api.PLURAL, namespace),
+                               query={"labelSelector": label_selector or None})
         return out.get("items", [])
 
     def create_model_version(self, manifest: dict) -> bool:
@@ -233,8 +243,8 @@ class Kube:
         meta = manifest["metadata"]
         with translated(f"create ModelVersion {meta['namespace']}/{meta['name']}"):
             try:
-                self.custom.create_namespaced_custom_object(
-                    mv_api.GROUP, mv_api.VERSION, meta["namespace"], mv_api.PLURAL, manifest)
+                self.request("POST", path(mv_api.GROUP, mv_api.VERSION, mv_api.PLURAL, meta["namespace"]), manifest,
+                             read=False)
             except ApiException as exc:
                 if exc.status == 409:
                     return False
@@ -243,27 +253,26 @@ class Kube:
 
     def patch_model_version_status(self, namespace: str, name: str, status: dict) -> None:
         with translated(f"patch status of ModelVersion {namespace}/{name}"), ignoring(404):
-            self.custom.patch_namespaced_custom_object_status(
-                mv_api.GROUP, mv_api.VERSION, namespace, mv_api.PLURAL, name, {"status": status})
+            self.request("PATCH", path(mv_api.GROUP, mv_api.VERSION, mv_api.PLURAL, namespace, name, "status"),
+                         {"status": status}, content_type=MERGE_PATCH, read=False)
 
     # ModelDeployments
 
     def get_model_deployment(self, namespace: str, name: str) -> dict | None:
         with translated(f"get ModelDeployment {namespace}/{name}"):
-            return _or_none(lambda: self.custom.get_namespaced_custom_object(
-                md_api.GROUP, md_api.VERSION, namespace, md_api.PLURAL, name))
+            return _or_none(lambda: self.request("GET", path(md_api.GROUP, md_api.VERSION, md_api.PLURAL, namespace,
+                                                             name)))
 
     def get_config_map(self, namespace: str, name: str) -> dict | None:
         with translated(f"get ConfigMap {namespace}/{name}"):
-            found = _or_none(lambda: self.core.read_namespaced_config_map(name, namespace))
-        return self.api.sanitize_for_serialization(found) if found is not None else None
+            return _or_none(lambda: self.request("GET", path("", "v1", "configmaps", namespace, name)))
 
     def create_config_map(self, manifest: dict) -> bool:
         """Create it; False when another writer created it first."""
         meta = manifest["metadata"]
         with translated(f"create ConfigMap {meta['namespace']}/{meta['name']}"):
             try:
-                self.core.create_namespaced_config_map(meta["namespace"], manifest)
+                self.request("POST", path("", "v1", "configmaps", meta["namespace"]), manifest, read=False)
             except ApiException as exc:
                 if exc.status == 409:
                     return False
@@ -275,7 +284,7 @@ class Kube:
         writer changed it since it was read."""
         with translated(f"replace ConfigMap {namespace}/{name}"):
             try:
-                self.core.replace_namespaced_config_map(name, namespace, manifest)
+                self.request("PUT", path("", "v1", "configmaps", namespace, name), manifest, read=False)
             except ApiException as exc:
                 if exc.status == 409:
                     return False
@@ -284,78 +293,60 @@ class Kube:
 
     def list_model_deployments(self, namespace: str | None) -> list[dict]:
         with translated("list ModelDeployments"):
-            if namespace:
-                out = self.custom.list_namespaced_custom_object(md_api.GROUP, md_api.VERSION, namespace, md_api.PLURAL)
-            else:
-                out = self.custom.list_cluster_custom_object(md_api.GROUP, md_api.VERSION, md_api.PLURAL)
+            out = self.request("GET", path(md_api.GROUP, md_api.VERSION, md_api.PLURAL, namespace))
         return out.get("items", [])
 
     def patch_model_deployment(self, namespace: str, name: str, patch: dict) -> dict:
         with translated(f"patch ModelDeployment {namespace}/{name}"):
-            return self.custom.patch_namespaced_custom_object(
-                md_api.GROUP, md_api.VERSION, namespace, md_api.PLURAL, name, patch)
+            return self.request("PATCH", path(md_api.GROUP, md_api.VERSION, md_api.PLURAL, namespace, name), patch,
+                                content_type=MERGE_PATCH)
 
     def patch_model_deployment_status(self, namespace: str, name: str, status: dict) -> None:
         with translated(f"patch status of ModelDeployment {namespace}/{name}"), ignoring(404):
-            self.custom.patch_namespaced_custom_object_status(
-                md_api.GROUP, md_api.VERSION, namespace, md_api.PLURAL, name, {"status": status})
+            self.request("PATCH", path(md_api.GROUP, md_api.VERSION, md_api.PLURAL, namespace, name, "status"),
+                         {"status": status}, content_type=MERGE_PATCH, read=False)
 
     # version Deployments and their pods
 
     def list_deployments(self, namespace: str, label_selector: str) -> list[dict]:
         with translated(f"list Deployments in {namespace}"):
-            return plain(self.apps.list_namespaced_deployment(namespace, label_selector=label_selector,
-                                                              _preload_content=False))["items"]
+            return self.request("GET", path("apps", "v1", "deployments", namespace),
+                                query={"labelSelector": label_selector})["items"]
 
     def create_deployment(self, manifest: dict) -> None:
         meta = manifest["metadata"]
         with translated(f"create Deployment {meta['namespace']}/{meta['name']}"), ignoring(409):
-            self.apps.create_namespaced_deployment(meta["namespace"], manifest)
+            self.request("POST", path("apps", "v1", "deployments", meta["namespace"]), manifest, read=False)
 
     def patch_deployment(self, namespace: str, name: str, patch: dict) -> None:
         with translated(f"patch Deployment {namespace}/{name}"), ignoring(404):
-            self.apps.patch_namespaced_deployment(name, namespace, patch)
+            self.request("PATCH", path("apps", "v1", "deployments", namespace, name), patch,
+                         content_type=STRATEGIC_PATCH, read=False)
 
     def delete_deployment(self, namespace: str, name: str) -> None:
         with translated(f"delete Deployment {namespace}/{name}"), ignoring(404):
-            self.apps.delete_namespaced_deployment(name, namespace, propagation_policy="Background")
+            self.request("DELETE", path("apps", "v1", "deployments", namespace, name),
+                         query={"propagationPolicy": "Background"}, read=False)
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict]:
         with translated(f"list pods in {namespace}"):
-            return plain(self.core.list_namespaced_pod(namespace, label_selector=label_selector,
-                                                       _preload_content=False))["items"]
+            return self.request("GET", path("", "v1", "pods", namespace), query={"labelSelector": label_selector})["items"]
 
     # the stable Service
 
     def get_service(self, namespace: str, name: str) -> dict | None:
         with translated(f"get service {namespace}/{name}"):
-            return _or_none(lambda: plain(self.core.read_namespaced_service(name, namespace, _preload_content=False)))
+            return _or_none(lambda: self.request("GET", path("", "v1", "services", namespace, name)))
 
     def patch_service(self, namespace: str, name: str, patch: dict) -> None:
         with translated(f"patch service {namespace}/{name}"):
-            self.core.patch_namespaced_service(name, namespace, patch)
+            self.request("PATCH", path("", "v1", "services", namespace, name), patch, content_type=STRATEGIC_PATCH,
+                         read=False)
 
 
 def _pooled(configuration: client.Configuration) -> client.Configuration:
     configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, POOL_CONNECTIONS)
     return configuration
-
-
-def plain(response) -> dict:
-    """The API server's JSON answer as dicts, as the watches deliver objects: read with
-    `_preload_content=False`, it skips the client's models (slow to build, and turned back
-    into dicts at once)."""
-    try:
-        return json.loads(response.data)
-    finally:
-        response.release_conn()
-
-
-def _unread(response) -> None:
-    """A write whose answer the operator does not read (the watch brings the object): its body is
-    neither turned into the client's models nor kept, only drained so the connection is reused."""
-    response.drain_conn()
-    response.release_conn()
 
 
 def _default_timeout(api: client.ApiClient) -> None:

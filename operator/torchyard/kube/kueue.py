@@ -8,7 +8,7 @@ import copy
 import threading
 
 from torchyard import labels as keys
-from torchyard.kube.client import Kube, ignoring, translated
+from torchyard.kube.client import MERGE_PATCH, Kube, ignoring, path, translated
 
 GROUP, VERSION, WORKLOADS, FLAVORS = "kueue.x-k8s.io", "v1beta2", "workloads", "resourceflavors"
 PRIORITY_CLASSES = "workloadpriorityclasses"
@@ -71,20 +71,19 @@ class KueueApi:
     """The calls to Kueue's API; errors are translated as for every other call (kube/client.py)."""
 
     def __init__(self, kube: Kube, store: WorkloadStore, flavors: FlavorStore):
-        self.custom, self.store, self.flavors = kube.custom, store, flavors
+        self.kube, self.store, self.flavors = kube, store, flavors
 
     def create_workload(self, manifest: dict) -> None:
         meta = manifest["metadata"]
         with translated(f"create Kueue Workload {meta['namespace']}/{meta['name']}"), ignoring(409):
-            self.store.seen(self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, meta["namespace"], WORKLOADS, manifest))
+            self.store.seen(self.kube.request("POST", path(GROUP, VERSION, WORKLOADS, meta["namespace"]), manifest))
 
     def delete_workload(self, workload: dict) -> None:
         meta = workload["metadata"]
         body = {"preconditions": {"uid": meta["uid"]}, "propagationPolicy": "Background"}
         with translated(f"delete Kueue Workload {meta['namespace']}/{meta['name']}"), ignoring(404, 409):
-            self.custom.delete_namespaced_custom_object(GROUP, VERSION, meta["namespace"], WORKLOADS,
-                                                        meta["name"], body=body)
+            self.kube.request("DELETE", path(GROUP, VERSION, WORKLOADS, meta["namespace"], meta["name"]), body,
+                              read=False)
             self.store.seen(workload, deleted=True)
 
     def patch_workload_status(self, workload: dict, status: dict) -> None:
@@ -92,26 +91,22 @@ class KueueApi:
         meta = workload["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
         with translated(f"patch status of Kueue Workload {meta['namespace']}/{meta['name']}"), ignoring(404):
-            self.store.seen(self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, meta["namespace"], WORKLOADS, meta["name"], body))
+            self.store.seen(self.kube.request("PATCH", path(GROUP, VERSION, WORKLOADS, meta["namespace"], meta["name"],
+                                                            "status"), body, content_type=MERGE_PATCH))
 
     def priority_value(self, name: str) -> int | None:
         """The value of a WorkloadPriorityClass (None when there is none by that name); read once,
         when a Workload is made."""
         with translated(f"get Kueue WorkloadPriorityClass {name}"), ignoring(404):
-            return self.custom.get_cluster_custom_object(GROUP, VERSION, PRIORITY_CLASSES, name).get("value")
+            return self.kube.request("GET", path(GROUP, VERSION, PRIORITY_CLASSES, name=name)).get("value")
         return None
 
     def relist(self, namespace: str | None) -> None:
         """List the operator's Workloads (in `namespace`, or everywhere) and every ResourceFlavor."""
         with translated(f"list Kueue Workloads and ResourceFlavors in {namespace or 'all namespaces'}"):
-            if namespace:
-                workloads = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, WORKLOADS,
-                                                                      label_selector=OWNED_SELECTOR)
-            else:
-                workloads = self.custom.list_cluster_custom_object(GROUP, VERSION, WORKLOADS,
-                                                                   label_selector=OWNED_SELECTOR)
-            flavors = self.custom.list_cluster_custom_object(GROUP, VERSION, FLAVORS)
+            workloads = self.kube.request("GET", path(GROUP, VERSION, WORKLOADS, namespace),
+                                          query={"labelSelector": OWNED_SELECTOR})
+            flavors = self.kube.request("GET", path(GROUP, VERSION, FLAVORS))
         for obj in workloads.get("items", []):
             self.store.seen(obj)
         for obj in flavors.get("items", []):

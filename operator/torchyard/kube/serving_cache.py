@@ -24,7 +24,7 @@ from torchyard import labels as keys
 from torchyard.api import modeldeployment as md_api
 from torchyard.api import modelversion as mv_api
 from torchyard.kube.cache import _key, _meta, _picked, _prune, _store, _version
-from torchyard.kube.client import Kube, ignoring, plain, translated
+from torchyard.kube.client import MERGE_PATCH, STRATEGIC_PATCH, Kube, ignoring, path, translated
 
 MODEL_DEPLOYMENTS, MODEL_VERSIONS, DEPLOYMENTS, PODS, SERVICES = (
     "modeldeployments", "modelversions", "deployments", "pods", "services")
@@ -127,16 +127,9 @@ class CachedServingKube(Kube):
     def _listing(self, sort: str, namespace: str | None) -> dict:
         if sort in (MODEL_DEPLOYMENTS, MODEL_VERSIONS):
             api = md_api if sort == MODEL_DEPLOYMENTS else mv_api
-            if namespace:
-                return self.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL)
-            return self.custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL)
-        calls = {DEPLOYMENTS: (self.apps.list_namespaced_deployment, self.apps.list_deployment_for_all_namespaces),
-                 PODS: (self.core.list_namespaced_pod, self.core.list_pod_for_all_namespaces),
-                 SERVICES: (self.core.list_namespaced_service, self.core.list_service_for_all_namespaces)}
-        namespaced, everywhere = calls[sort]
-        if namespace:
-            return plain(namespaced(namespace, label_selector=OWNED, _preload_content=False))
-        return plain(everywhere(label_selector=OWNED, _preload_content=False))
+            return self.request("GET", path(api.GROUP, api.VERSION, api.PLURAL, namespace))
+        group = "apps" if sort == DEPLOYMENTS else ""
+        return self.request("GET", path(group, "v1", sort, namespace), query={"labelSelector": OWNED})
 
     # Reads: the watch cache.
 
@@ -171,24 +164,26 @@ class CachedServingKube(Kube):
 
     def patch_model_deployment_status(self, namespace: str, name: str, status: dict) -> None:
         with translated(f"patch status of ModelDeployment {namespace}/{name}"), ignoring(404):
-            self.cache.seen(MODEL_DEPLOYMENTS, self.custom.patch_namespaced_custom_object_status(
-                md_api.GROUP, md_api.VERSION, namespace, md_api.PLURAL, name, {"status": status}))
+            self.cache.seen(MODEL_DEPLOYMENTS, self.request(
+                "PATCH", path(md_api.GROUP, md_api.VERSION, md_api.PLURAL, namespace, name, "status"),
+                {"status": status}, content_type=MERGE_PATCH))
 
     def patch_model_version_status(self, namespace: str, name: str, status: dict) -> None:
         with translated(f"patch status of ModelVersion {namespace}/{name}"), ignoring(404):
-            self.cache.seen(MODEL_VERSIONS, self.custom.patch_namespaced_custom_object_status(
-                mv_api.GROUP, mv_api.VERSION, namespace, mv_api.PLURAL, name, {"status": status}))
+            self.cache.seen(MODEL_VERSIONS, self.request(
+                "PATCH", path(mv_api.GROUP, mv_api.VERSION, mv_api.PLURAL, namespace, name, "status"),
+                {"status": status}, content_type=MERGE_PATCH))
 
     def create_deployment(self, manifest: dict) -> None:
         meta = manifest["metadata"]
         with translated(f"create Deployment {meta['namespace']}/{meta['name']}"), ignoring(409):
-            self.cache.seen(DEPLOYMENTS, plain(self.apps.create_namespaced_deployment(
-                meta["namespace"], manifest, _preload_content=False)))
+            self.cache.seen(DEPLOYMENTS, self.request("POST", path("apps", "v1", DEPLOYMENTS, meta["namespace"]),
+                                                      manifest))
 
     def patch_deployment(self, namespace: str, name: str, patch: dict) -> None:
         with translated(f"patch Deployment {namespace}/{name}"), ignoring(404):
-            self.cache.seen(DEPLOYMENTS, plain(self.apps.patch_namespaced_deployment(
-                name, namespace, patch, _preload_content=False)))
+            self.cache.seen(DEPLOYMENTS, self.request("PATCH", path("apps", "v1", DEPLOYMENTS, namespace, name), patch,
+                                                      content_type=STRATEGIC_PATCH))
 
     def delete_deployment(self, namespace: str, name: str) -> None:
         super().delete_deployment(namespace, name)
@@ -199,10 +194,9 @@ class CachedServingKube(Kube):
     def create_service(self, manifest: dict) -> None:
         meta = manifest["metadata"]
         with translated(f"create service {meta['namespace']}/{meta['name']}"), ignoring(409):
-            self.cache.seen(SERVICES, plain(self.core.create_namespaced_service(
-                meta["namespace"], manifest, _preload_content=False)))
+            self.cache.seen(SERVICES, self.request("POST", path("", "v1", SERVICES, meta["namespace"]), manifest))
 
     def patch_service(self, namespace: str, name: str, patch: dict) -> None:
         with translated(f"patch service {namespace}/{name}"):
-            self.cache.seen(SERVICES, plain(self.core.patch_namespaced_service(
-                name, namespace, patch, _preload_content=False)))
+            self.cache.seen(SERVICES, self.request("PATCH", path("", "v1", SERVICES, namespace, name), patch,
+                                                   content_type=STRATEGIC_PATCH))
