@@ -7,7 +7,7 @@ import itertools
 import kopf
 
 from torchyard.cli import OperatorOptions
-from torchyard.handlers.lifecycle import WORKER_IDLE_SECONDS, configure
+from torchyard.handlers.lifecycle import WORKER_IDLE_SECONDS, NoDiffBase, configure
 from torchyard.settings import Settings
 
 
@@ -44,3 +44,17 @@ def test_with_peering_every_replica_must_join_it_at_the_scope_it_watches():
     cluster = configured(peering="torchyard")
     assert (cluster.peering.name, cluster.peering.mandatory, cluster.peering.clusterwide) == ("torchyard", True, True)
     assert configured(peering="torchyard", namespaces=["team-a"]).peering.clusterwide is False
+
+
+def test_kopf_keeps_no_diff_base_and_no_handler_needs_one():
+    # kopf deep-copies every event's body for change handlers; the operator has only event
+    # handlers, so it skips that (NoDiffBase). A change handler, daemon or timer would need it back.
+    import importlib
+
+    assert isinstance(configured().persistence.diffbase_storage, NoDiffBase)
+    for module in ("lifecycle", "modeldeployment", "nodes", "trainingjob", "kueue"):
+        importlib.import_module(f"torchyard.handlers.{module}")
+    registry = kopf.get_default_registry()
+    assert registry._watching.get_all_handlers(), "the event handlers are registered"
+    assert list(registry._changing.get_all_handlers()) == [], "a change handler needs kopf's diff base"
+    assert list(registry._spawning.get_all_handlers()) == [], "a daemon or timer needs kopf's diff base"
