@@ -473,8 +473,9 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()}", file=sys.stderr, flush=True)
     nodes = kwoknodes.add_nodes(core, pods=3 * args.jobs)
     try:
-        for _ in range(args.rounds):
-            for op in operators:
+        for r in range(args.rounds):
+            first = r % len(operators)  # each round starts with the next operator: no one always goes first
+            for op in operators[first:] + operators[:first]:
                 print(f"round: {op.label}, {args.jobs} jobs", file=sys.stderr, flush=True)
                 results[op.label].append(one_round(op, args.jobs, path, core, args.settle))
             if not args.no_floor:
