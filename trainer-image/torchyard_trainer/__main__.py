@@ -67,12 +67,14 @@ def main() -> int:
 
 if __name__ == "__main__":
     code = main()
-    if code != EXIT_OK:
-        # After a failure, threads may still be blocked in a receive from a peer; a normal
-        # interpreter exit would wait on them or abort, so leave at once with the code the
-        # operator expects (the result is already written).
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    # Leave at once with the code the operator expects, the result already written. After a
+    # failure, threads may still be blocked in a receive from a peer, which a normal interpreter
+    # exit would wait on. After a success too: the process group is destroyed, but a normal exit
+    # finalizes Python while torch's gloo threads may still hold work that refers to Python
+    # objects, and that can abort a finished rank (SIGABRT, "terminate called without an active
+    # exception": exit -6 after a run that succeeded). Every thread the trainer starts is a daemon,
+    # and the last checkpoint has been waited for before this point.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
