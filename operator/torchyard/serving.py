@@ -15,7 +15,7 @@ and the status (with the switch in its history) last.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
@@ -31,13 +31,20 @@ from torchyard.kube.client import Kube, Refused
 from torchyard.reconcile import conditions as cond
 from torchyard.reconcile.health import view_version_health
 from torchyard.reconcile.identity import DUPLICATE, duplicate_status, serving_owner
-from torchyard.reconcile.serving import ServingObserved, ServingPlan, decide_serving
+from torchyard.reconcile.serving import HISTORY_LIMIT, SWITCH_EVENTS, ServingObserved, ServingPlan, Switch, decide_serving
 from torchyard.reconcile.serving_status import precise
 from torchyard.reconciler import Reconciler, clear_trouble
 from torchyard.settings import Settings
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Unrecorded:
+    switch: Switch
+    entry: dict  # its status history entry
+    event: tuple[str, str, str] | None  # its Event: (type, reason, message)
 # A golden request that failed may pass later with no event (a model server still warming up):
 # the ModelDeployment is decided again after this long.
 GOLDEN_RETRY_SECONDS = 5.0
@@ -52,6 +59,11 @@ class ServingReconciler(Reconciler):
         self.settings = settings
         self.golden = golden or GoldenCheck()
         self._models: dict[Key, str] = {}
+        # A switch whose traffic moved but whose record (status history, Event, metrics) was not
+        # written: a later write of the pass failed (the API server restarting, say). The next pass
+        # sees the Service already on the new version and decides no switch, so it records this
+        # one instead (_carry). Kept in memory only: an operator restarted in between loses it.
+        self._unrecorded: dict[Key, Unrecorded] = {}
         # Called with a ModelDeployment's key and a delay when its decision may change with no
         # event (a grace period ends): the work queue's add_after. None: nothing is scheduled.
         self.on_due: Callable[[Key, float], None] | None = None
@@ -64,6 +76,7 @@ class ServingReconciler(Reconciler):
 
     def forget(self, namespace: str, name: str) -> None:
         super().forget(namespace, name)
+        self._unrecorded.pop((namespace, name), None)
         model = self._models.pop((namespace, name), None)
         if model is not None and model not in self._models.values():
             metrics.MODEL_ACTIVE_VERSION.remove(model)
@@ -99,12 +112,13 @@ class ServingReconciler(Reconciler):
             now=now,
         )
         plan = self._decide(md, previous, observed, pods)
+        carried = self._carry((namespace, name), previous, plan, observed)
         clear_trouble(plan.status)
         try:
             self._act(md, plan, versions, deployments, service)
         except Refused as exc:  # asking again gets the same answer: the user must change the spec
             return self._reject(obj, previous, SpecError("spec", f"was refused by the API server: {exc}"), now)
-        self._record(obj, md, previous, plan)
+        self._record(obj, md, previous, plan, carried)
         if plan.recheck_after is not None and self.on_due is not None:
             self.on_due((namespace, name), plan.recheck_after)
 
@@ -180,6 +194,28 @@ class ServingReconciler(Reconciler):
         entry["switchLatencySeconds"] = round(switch.latency + max(0.0, (trigger - decided).total_seconds()), 3)
         entry["time"] = precise(trigger)
         plan.switch = replace(switch, latency=entry["switchLatencySeconds"])
+        event = next((e for e in plan.events if e[1] == SWITCH_EVENTS[switch.reason]), None)
+        self._unrecorded[(md.namespace, md.name)] = Unrecorded(plan.switch, dict(entry), event)
+
+    def _carry(self, key: Key, previous: Mapping[str, Any], plan: ServingPlan,
+               observed: ServingObserved) -> Switch | None:
+        """Put an earlier pass's switch that moved the traffic but was never recorded into this
+        pass's status and Events; the switch, for its metrics (None when there is none)."""
+        lost = self._unrecorded.get(key)
+        if lost is None:
+            return None
+        history = plan.status["history"]
+        before = list(previous.get("history") or [])
+        if observed.selected != lost.switch.to_version or lost.entry in before:  # moved on, or recorded
+            del self._unrecorded[key]
+            return None
+        kept = [e for e in history if e in before]
+        plan.status["history"] = (kept + [lost.entry] + [e for e in history if e not in before])[-HISTORY_LIMIT:]
+        if lost.switch.from_version is not None and plan.switch is None:
+            plan.status["previousVersion"] = lost.switch.from_version
+        if lost.event is not None:
+            plan.events.insert(0, lost.event)
+        return lost.switch
 
     def _ensure_deployment(self, md: ModelDeployment, version: int, replicas: int, mv: ModelVersion | None,
                            existing: dict | None) -> None:
@@ -201,19 +237,22 @@ class ServingReconciler(Reconciler):
                      name, replicas)
             self.kube.patch_deployment(md.namespace, name, patch)
 
-    def _record(self, obj: dict, md: ModelDeployment, previous: Mapping[str, Any], plan: ServingPlan) -> None:
+    def _record(self, obj: dict, md: ModelDeployment, previous: Mapping[str, Any], plan: ServingPlan,
+                carried: Switch | None = None) -> None:
         status = plan.status
         if status != previous:
             log.info("ModelDeployment %s/%s: status active=v%s target=v%s", md.namespace, md.name,
                      status.get("activeVersion"), status.get("targetVersion"))
             self.kube.patch_model_deployment_status(md.namespace, md.name, status_patch(previous, status))
+        self._unrecorded.pop((md.namespace, md.name), None)
         for kind, reason, message in plan.events:
             log.info("ModelDeployment %s/%s: event %s %s: %s", md.namespace, md.name, kind, reason, message)
             self.kube.emit_event(obj, kind, reason, message)
         model = md.spec.model_name
-        if plan.switch is not None:
-            metrics.MODEL_SWITCHES.labels(model, plan.switch.reason).inc()
-            metrics.MODEL_SWITCH_SECONDS.labels(plan.switch.reason).observe(plan.switch.latency)
+        for switch in (carried, plan.switch):
+            if switch is not None:
+                metrics.MODEL_SWITCHES.labels(model, switch.reason).inc()
+                metrics.MODEL_SWITCH_SECONDS.labels(switch.reason).observe(switch.latency)
         for _ in plan.rejected:
             metrics.MODEL_GATE_REJECTIONS.labels(model).inc()
         if status.get("activeVersion") is not None:

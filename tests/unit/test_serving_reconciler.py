@@ -172,3 +172,38 @@ def test_only_the_first_choice_of_a_version_lists_the_model_versions_from_the_ap
     kube.md["status"] = {"activeVersion": 2, "promotedVersion": 2, "evaluatedVersion": 2}
     reconciler(kube).reconcile("ml", "digits")
     assert kube.fresh_reads == 1
+
+
+def test_a_switch_whose_record_failed_is_recorded_by_the_next_pass():
+    # The traffic moved, then the API server went away before the status (with the switch in its
+    # history) was written; the next pass finds the Service on v1 already and decides no switch.
+    import kopf
+    import pytest
+
+    class Flaky(FakeKube):
+        fail = True
+
+        def patch_model_version_status(self, namespace, name, status):
+            if self.fail:
+                self.fail = False
+                raise kopf.TemporaryError("connection refused")
+            self.writes.append(("patch_model_version_status", name, status))
+
+    previous = {"activeVersion": 2, "targetVersion": 2, "promotedVersion": 2, "evaluatedVersion": 2,
+                "history": [], "conditions": []}
+    kube = Flaky({"activeVersion": 1}, previous, [version(1), version(2)], {1: True, 2: True}, selected=2)
+    serving = reconciler(kube)
+    with pytest.raises(kopf.TemporaryError):
+        serving.reconcile("ml", "digits")
+    assert kube.writes[0][0] == "patch_service"
+    assert not [w for w in kube.writes if w[0] in ("patch_model_deployment_status", "emit_event")]
+
+    kube.service["spec"]["selector"]["torchyard.dev/version"] = "1"  # what the watch shows next
+    kube.writes.clear()
+    serving._backoff.succeeded(("ml", "digits"))  # the pass's retry is due
+    serving.reconcile("ml", "digits")
+    assert not [w for w in kube.writes if w[0] == "patch_service"], "no second switch"
+    status = next(w for w in kube.writes if w[0] == "patch_model_deployment_status")[2]
+    assert status["activeVersion"] == 1 and status["previousVersion"] == 2
+    assert [(e["from"], e["to"], e["reason"]) for e in status["history"]] == [(2, 1, "manual")]
+    assert [w[3] for w in kube.writes if w[0] == "emit_event"] == ["RolledOut"]
