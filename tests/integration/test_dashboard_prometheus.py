@@ -195,6 +195,8 @@ def prometheus_for(tmp_path):
 def run_the_job(cluster, namespace, operator, faults, workdir: Path, metrics_ports: list[int]) -> dict:
     """A failed reconcile, a failed first attempt, then the real trainer's run reported as the pods'."""
     refuse_pods_until_a_reconcile_fails(cluster, namespace, operator, faults)
+    # The first attempt runs (the time to running is its), then its program fails.
+    wait_for(lambda: job_status(cluster, namespace).get("phase") == "Running", "the first attempt running", timeout=60)
     faults.terminate_container(namespace, f"{JOB}-worker-1", exit_code=1, message="RuntimeError: first try")
     wait_for(lambda: job_status(cluster, namespace).get("attempt") == 1
              and job_status(cluster, namespace).get("phase") == "Running", "the second attempt running", timeout=60)
