@@ -54,10 +54,12 @@ def upstream_tls(kubeconfig: str) -> tuple[str, int, ssl.SSLContext]:
     cluster, user = conf["clusters"][0]["cluster"], conf["users"][0]["user"]
     url = urlsplit(cluster["server"])
     ctx = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
-    folder = Path(tempfile.mkdtemp(prefix="apicount-"))
-    (folder / "crt").write_bytes(base64.b64decode(user["client-certificate-data"]))
-    (folder / "key").write_bytes(base64.b64decode(user["client-key-data"]))
-    ctx.load_cert_chain(folder / "crt", folder / "key")
+    # ssl loads a client certificate only from files: they live as long as the loading does.
+    with tempfile.TemporaryDirectory(prefix="apicount-") as tmp:
+        folder = Path(tmp)
+        (folder / "crt").write_bytes(base64.b64decode(user["client-certificate-data"]))
+        (folder / "key").write_bytes(base64.b64decode(user["client-key-data"]))
+        ctx.load_cert_chain(folder / "crt", folder / "key")
     return url.hostname, url.port or 443, ctx
 
 
