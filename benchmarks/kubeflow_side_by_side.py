@@ -192,6 +192,35 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-scheduler", "kube-controller", "kwok")
+
+
+def control_plane_pids() -> dict[str, int]:
+    """The local control plane's processes on this host, by name (none when it runs elsewhere)."""
+    pids = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            name = (entry / "comm").read_text().strip() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if name in CONTROL_PLANE:
+            pids.setdefault(name, int(entry.name))
+    return pids
+
+
+def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each named process, and of the whole machine (busy time, all cores)."""
+    seconds = {}
+    for name, pid in pids.items():
+        try:
+            seconds[name] = cpu_seconds(pid)
+        except OSError:
+            pass
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    seconds["machine"] = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    return seconds
+
+
 class Observer:
     """Watches the namespace's pods and jobs; records when each job first has all pods Running
     and when its status first says Running."""
@@ -255,7 +284,7 @@ def one_round(op: Operator, jobs: int, kubeconfig: str, core, settle: float = SE
         wait(lambda: http_get(f"http://127.0.0.1:{counter_port}/__counts") is not None, 30)
         proc = op.start(namespace, str(counted), core)
         wait(op.ready, 120)
-        return measure(op, proc, namespace, jobs, counter_port, settle)
+        return measure(op, proc, namespace, jobs, counter_port, settle, counter.pid)
     finally:
         if proc is not None:
             proc.terminate()
@@ -266,13 +295,16 @@ def one_round(op: Operator, jobs: int, kubeconfig: str, core, settle: float = SE
         wait(lambda: not namespace_exists(core, namespace), 600)
 
 
-def measure(op: Operator, proc, namespace: str, jobs: int, counter_port: int, settle: float) -> dict:
+def measure(op: Operator, proc, namespace: str, jobs: int, counter_port: int, settle: float,
+            counter_pid: int) -> dict:
     custom = client.CustomObjectsApi()
     sampler = Sampler(proc.pid)
     sampler.start()
     observer = Observer(namespace, op, jobs)
     observer.start()
+    pids = {"operator": proc.pid, "counter": counter_pid, "client": os.getpid(), **control_plane_pids()}
     cpu0, requests0, stats0 = cpu_seconds(proc.pid), counts(counter_port), stats(counter_port)
+    processes0 = cpu_by_process(pids)
     created_at = {}
     start = time.monotonic()
     for i in range(jobs):
@@ -283,6 +315,7 @@ def measure(op: Operator, proc, namespace: str, jobs: int, counter_port: int, se
     wait(observer.done, 1200)
     busy = {"created": created, "pods": max(observer.pods_at.values()) - start, "status": max(observer.status_at.values()) - start,
             "cpu": cpu_seconds(proc.pid) - cpu0, "requests": diff(counts(counter_port), requests0),
+            "processes": diff(cpu_by_process(pids), processes0),
             "passes": op.passes() / jobs, "waits": op.waits() / jobs, **burst_stats(stats(counter_port), stats0)}
     per_job = sorted(observer.status_at[n] - created_at[n] for n in created_at)
     time.sleep(settle)  # let the last status writes and their echoes settle
@@ -306,6 +339,8 @@ def floor_round(jobs: int, core) -> dict:
         running: set[str] = set()
         done = threading.Event()
         threading.Thread(target=_count_running, args=(namespace, 3 * jobs, running, done), daemon=True).start()
+        pids = {"client": os.getpid(), **control_plane_pids()}
+        processes0 = cpu_by_process(pids)
         start = time.monotonic()
         for i in range(jobs):
             obj = {**training_job(f"job-{i}"), "metadata": {"name": f"job-{i}", "namespace": namespace,
@@ -318,7 +353,8 @@ def floor_round(jobs: int, core) -> dict:
         created = time.monotonic() - start
         if not done.wait(1200):
             raise TimeoutError(f"{len(running)} of {3 * jobs} pods Running after 1200 s")
-        return {"created": created, "pods": time.monotonic() - start, "load": os.getloadavg()[0]}
+        return {"created": created, "pods": time.monotonic() - start, "load": os.getloadavg()[0],
+                "processes": diff(cpu_by_process(pids), processes0)}
     finally:
         core.delete_namespace(namespace)
         wait(lambda: not namespace_exists(core, namespace), 600)
@@ -426,12 +462,15 @@ def report(jobs: int, results: dict[str, list[dict]], floors: list[dict]) -> Non
             print(f"requests by verb, {label} round {i + 1}: {by_verb(r['requests'])}")
             print(f"    by verb and resource: {dict(sorted(r['requests'].items()))}")
             print(f"    answers by status code: {dict(sorted(r['codes'].items()))}")
+            print("    CPU seconds in the burst by process: "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["processes"].items(), key=lambda kv: -kv[1])))
             for verb, samples in sorted((v, s) for v, s in r["latency"].items() if s):
                 print(f"    latency of {verb}: {percentiles(samples)}")
     base = results[labels[0]]
     for floor in floors:
         print(f"direct-API floor: all {3 * jobs} pods Running in {floor['pods']:.2f} s "
-              f"(client's creates {floor['created']:.2f} s; load {floor['load']:.2f})")
+              f"(client's creates {floor['created']:.2f} s; load {floor['load']:.2f}); CPU seconds by process: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in sorted(floor["processes"].items(), key=lambda kv: -kv[1])))
     for label in labels:
         ratios = [r["pods"] / f["pods"] for r, f in zip(results[label], floors)]
         if ratios:
