@@ -1,5 +1,5 @@
 """Faults a real cluster has, on the local control plane: a gang that stops stepping, a node that
-goes NotReady or is lost under a running gang.
+goes NotReady or is lost under a running gang, every node at once.
 
 kwok pods never train, so the test stands in for rank 0 and posts progress reports to the
 operator's endpoint with the pod's own URL and token, as the trainer does.
@@ -8,9 +8,13 @@ operator's endpoint with the pod's own URL and token, as the trainer does.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+from harness import faults as fault_helpers
 from harness.waits import wait_for
 from test_operator_trainingjob import create, env_of, phase_is, pods, status, trainingjob
 
@@ -106,3 +110,34 @@ def test_a_gang_on_a_lost_node_moves_without_waiting_for_its_pods(cluster, crds,
     wait_for(lambda: status(cluster, namespace, "lost").get("infrastructureRestarts", 0) >= 1,
              "the gang restarted for the node", timeout=60)
     assert_moved_off(cluster, namespace, "lost", first, bad, "NodeLost")
+
+
+def test_every_node_not_ready_at_once_moves_no_gang_until_a_node_is_back(cluster, crds, namespace, operator_factory,
+                                                                          faults, monkeypatch):
+    """Every node NotReady at once is the cluster's disruption (its control plane, its network), not
+    a node's fault: no gang is moved and no restart counted, however long it lasts. Once the other
+    nodes are back, a node still NotReady is a node's fault again, and its gang moves, counted once."""
+    nodes = cluster.core.list_node().items
+    if any(fault_helpers.MANAGED_LABEL not in (n.metadata.labels or {}) for n in nodes):
+        pytest.skip("a node kwok does not manage is registered (a real node): it cannot be made NotReady")
+    monkeypatch.setenv("TORCHYARD_NODE_FAILURE_SECONDS", "10")
+    operator_factory(namespace)
+    create(cluster, namespace, trainingjob("outage", runPolicy={"backoffLimit": 0}))
+    wait_for(phase_is(cluster, namespace, "outage", "Running"), "job Running")
+    first = {n: p.metadata.uid for n, p in pods(cluster, namespace, "outage").items()}
+    bad = pods(cluster, namespace, "outage")["outage-worker-1"].spec.node_name
+
+    with ThreadPoolExecutor(len(nodes)) as pool:  # all at once, well within the operator's bound
+        list(pool.map(faults.node_not_ready, [n.metadata.name for n in nodes]))
+    time.sleep(25)  # more than twice the bound: a node's fault would have moved the gang by now
+    st = status(cluster, namespace, "outage")
+    assert (st["phase"], st.get("infrastructureRestarts", 0), st["attempt"]) == ("Running", 0, 0)
+    assert {n: p.metadata.uid for n, p in pods(cluster, namespace, "outage").items()} == first
+
+    for node in nodes:
+        if node.metadata.name != bad:
+            fault_helpers.node_ready(cluster.core, node.metadata.name)
+    wait_for(lambda: status(cluster, namespace, "outage").get("infrastructureRestarts", 0) >= 1,
+             f"the gang restarted for {bad}, still NotReady", timeout=60)
+    assert_moved_off(cluster, namespace, "outage", first, bad, "NodeNotReady")
+    assert status(cluster, namespace, "outage")["infrastructureRestarts"] == 1
