@@ -74,7 +74,9 @@ bench: cluster-up
 	@bash hack/build-control-plane.sh --bench >/dev/null
 	$(PY) benchmarks/trainer_throughput.py --workers 2 --epochs 6
 	KUBECONFIG="$$($(CLUSTER) kubeconfig)" $(PY) benchmarks/operator_scale.py --jobs 100
-	KUBECONFIG="$$($(CLUSTER) kubeconfig)" $(PY) benchmarks/kubeflow_side_by_side.py --jobs 200
+	KUBECONFIG="$$($(CLUSTER) kubeconfig)" $(PY) benchmarks/kubeflow_side_by_side.py --jobs 200 --rounds 2
+	KUBECONFIG="$$($(CLUSTER) kubeconfig)" $(PY) benchmarks/kubeflow_side_by_side.py --jobs 1000 --rounds 2 \
+		--only torchyard --only tuned --settle 30
 	KUBECONFIG="$$($(CLUSTER) kubeconfig)" $(PY) benchmarks/failover_latency.py --trials 20
 	$(PY) benchmarks/serving_throughput.py
 

@@ -20,7 +20,9 @@ cannot reach an out-of-cluster webhook by its Service name, so admission is not 
 
 Prints figures per operator and the ratios; with each round, its requests by verb and resource,
 their answers by status code (a pod create answered 409 met a pod already there) and the latency
-of each verb, p50 and p95, as the counter saw it. Asserts nothing.
+of each verb, p50 and p95, as the counter saw it; the CPU seconds of every process on the machine
+in the burst; and how fast the operator's own endpoints answered during it (its health endpoint,
+and torchyard's progress endpoint). Asserts nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -45,6 +48,7 @@ from kubernetes import client, config, watch
 
 from torchyard.api.trainingjob import parse_training_job
 from torchyard.builders.pods import build_pods, build_service
+from torchyard.progress import job_token
 from torchyard.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +57,8 @@ KF = ("kubeflow.org", "v1", "pytorchjobs")
 TUNED = ["--kube-api-qps=1000", "--kube-api-burst=2000", "--controller-threads=8"]
 CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")  # where Kubeflow's cert rotator looks
 SETTLE_SECONDS = 5.0  # from every job Running to the idle window (--settle)
+PROGRESS_KEY = uuid.uuid4().hex  # torchyard's progress key for the run: the prober signs its reports
+PROBE_SECONDS = 0.1  # how often the prober asks each endpoint during the burst
 KF_SECRET, KF_WEBHOOK = "training-operator-webhook-cert", "validator.training-operator.kubeflow.org"
 
 
@@ -97,6 +103,7 @@ class Operator:
         self.port = free_port()
         env = {**os.environ, "KUBECONFIG": kubeconfig}
         if self.kind == TY:
+            env["TORCHYARD_PROGRESS_KEY"] = PROGRESS_KEY
             argv = [sys.executable, "-m", "torchyard.cli", "operator", "-n", namespace, "--http-host",
                     "127.0.0.1", "--http-port", str(self.port), "--log-level", "WARNING"]
             return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -175,6 +182,52 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stopped.wait(0.2):
             self.peak = max(self.peak, rss_mib(self.pid))
+
+
+class Prober(threading.Thread):
+    """The operator's own endpoints during the burst: its health endpoint every PROBE_SECONDS
+    (torchyard's /healthz; Kubeflow's health probe), and for torchyard, every tenth time, a
+    progress report for the first job, signed as its pods' reports are, once that job exists (a
+    trainer reports every few seconds; each report is a status write). Records each answer's
+    latency and its HTTP status; a request that gets no answer in 2 s is counted as failed."""
+
+    def __init__(self, op: "Operator", namespace: str, first_job: dict):
+        super().__init__(daemon=True)
+        self.op, self.namespace, self.first_job = op, namespace, first_job
+        self.latency: dict[str, list[float]] = {}
+        self.failed: dict[str, int] = {}
+        self.codes: dict[str, int] = {}
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        health = (f"http://127.0.0.1:{self.op.port}/healthz" if self.op.kind == TY
+                  else f"http://127.0.0.1:{self.op.probe}/healthz")
+        step = tick = 0
+        while not self.stopped.wait(PROBE_SECONDS):
+            tick += 1
+            self._time("health", urllib.request.Request(health))
+            uid = self.first_job.get("uid")
+            if self.op.kind == TY and uid and tick % 10 == 0:
+                step += 1
+                token = job_token(PROGRESS_KEY.encode(), self.namespace, "job-0", uid)
+                self._time("progress report", urllib.request.Request(
+                    f"http://127.0.0.1:{self.op.port}/v1/progress/{self.namespace}/job-0", method="POST",
+                    data=json.dumps({"step": step, "totalSteps": 1000000}).encode(),
+                    headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}))
+
+    def _time(self, label: str, request: urllib.request.Request) -> None:
+        start = time.monotonic()
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                response.read()
+                code = response.status
+        except urllib.error.HTTPError as exc:  # an answer all the same (404: the job not yet seen)
+            code = exc.code
+        except OSError:
+            self.failed[label] = self.failed.get(label, 0) + 1
+            return
+        self.latency.setdefault(label, []).append(1000 * (time.monotonic() - start))
+        self.codes[f"{label} {code}"] = self.codes.get(f"{label} {code}", 0) + 1
 
 
 def rss_mib(pid: int) -> float:
@@ -302,6 +355,9 @@ def measure(op: Operator, proc, namespace: str, jobs: int, counter_port: int, se
     sampler.start()
     observer = Observer(namespace, op, jobs)
     observer.start()
+    first_job: dict = {}
+    prober = Prober(op, namespace, first_job)
+    prober.start()
     pids = {"operator": proc.pid, "counter": counter_pid, "client": os.getpid(), **control_plane_pids()}
     cpu0, requests0, stats0 = cpu_seconds(proc.pid), counts(counter_port), stats(counter_port)
     processes0 = cpu_by_process(pids)
@@ -309,14 +365,17 @@ def measure(op: Operator, proc, namespace: str, jobs: int, counter_port: int, se
     start = time.monotonic()
     for i in range(jobs):
         name = f"job-{i}"
-        custom.create_namespaced_custom_object(*op.kind[:2], namespace, op.kind[2], op.make_job(name))
+        made = custom.create_namespaced_custom_object(*op.kind[:2], namespace, op.kind[2], op.make_job(name))
         created_at[name] = time.monotonic()
+        first_job.setdefault("uid", made["metadata"]["uid"])
     created = time.monotonic() - start
     wait(observer.done, 1200)
+    prober.stopped.set()
     busy = {"created": created, "pods": max(observer.pods_at.values()) - start, "status": max(observer.status_at.values()) - start,
             "cpu": cpu_seconds(proc.pid) - cpu0, "requests": diff(counts(counter_port), requests0),
             "processes": diff(cpu_by_process(pids), processes0),
-            "passes": op.passes() / jobs, "waits": op.waits() / jobs, **burst_stats(stats(counter_port), stats0)}
+            "passes": op.passes() / jobs, "waits": op.waits() / jobs, **burst_stats(stats(counter_port), stats0),
+            "probes": dict(prober.latency), "probes_failed": dict(prober.failed), "probe_codes": dict(prober.codes)}
     per_job = sorted(observer.status_at[n] - created_at[n] for n in created_at)
     time.sleep(settle)  # let the last status writes and their echoes settle
     cpu1, requests1 = cpu_seconds(proc.pid), counts(counter_port)
@@ -466,6 +525,11 @@ def report(jobs: int, results: dict[str, list[dict]], floors: list[dict]) -> Non
                   + ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["processes"].items(), key=lambda kv: -kv[1])))
             for verb, samples in sorted((v, s) for v, s in r["latency"].items() if s):
                 print(f"    latency of {verb}: {percentiles(samples)}")
+            for endpoint, samples in sorted(r["probes"].items()):
+                print(f"    the operator's {endpoint} during the burst: {percentiles(samples)}, "
+                      f"max {max(samples):.0f} ms; no answer {r['probes_failed'].get(endpoint, 0)}; answers "
+                      + ", ".join(f"{k.rsplit(' ', 1)[1]}: {v}" for k, v in sorted(r["probe_codes"].items())
+                                  if k.rsplit(" ", 1)[0] == endpoint))
     base = results[labels[0]]
     for floor in floors:
         print(f"direct-API floor: all {3 * jobs} pods Running in {floor['pods']:.2f} s "
