@@ -34,11 +34,11 @@ def memo(clock=None) -> kopf.Memo:
     return kopf.Memo(cache=WatchCache(clock) if clock else WatchCache(), queue=Queue())
 
 
-def shown(memo, name, version=1, phase="Pending"):
+def shown(memo, name, version=1, phase="Pending", kind="ADDED"):
     obj = {"metadata": {"namespace": "ml", "name": name, "resourceVersion": str(version), "labels": LABELS},
            "status": {"phase": phase}}
     handler = service_event if name == "digits" else pod_event
-    asyncio.run(handler(event={"type": "ADDED", "object": obj}, namespace="ml", labels=LABELS, memo=memo))
+    asyncio.run(handler(event={"type": kind, "object": obj}, namespace="ml", labels=LABELS, memo=memo))
 
 
 def test_the_events_of_a_pass_own_creates_queue_one_pass_when_the_last_shows():
@@ -68,3 +68,15 @@ def test_an_event_with_nothing_in_flight_queues_the_job_after_a_hold_that_folds_
     m = memo()
     shown(m, "digits-worker-0")
     assert m.queue.added == [("ml", "digits")] and m.queue.hold > 0
+
+
+def test_a_pod_that_failed_or_vanished_queues_its_job_at_once():
+    """Its peers wait on it in a collective: the restart is not held back to fold other events."""
+    m = memo()
+    shown(m, "digits-worker-0", phase="Running")
+    assert m.queue.hold > 0
+    shown(m, "digits-worker-0", version=2, phase="Failed", kind="MODIFIED")
+    assert m.queue.hold == 0
+    shown(m, "digits-worker-1", phase="Running")
+    shown(m, "digits-worker-1", version=3, phase="Running", kind="DELETED")
+    assert m.queue.hold == 0 and m.queue.added[-1] == ("ml", "digits")

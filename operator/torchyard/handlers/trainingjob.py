@@ -9,7 +9,8 @@ nothing: the pass would only wait for them (kube/cache.py); the event that shows
 queues it. A pod's or the Service's event queues the job once the job's events pause for
 `EVENT_HOLD_SECONDS` (at most `EVENT_HOLD_MOST_SECONDS` after the first), every event meanwhile
 folded in: a gang's pods are scheduled and start within moments of each other, and one pass sees
-them together. A slow resync from the cache covers what a watch may miss.
+them together. A pod that failed or vanished queues the job at once. A slow resync from the cache
+covers what a watch may miss.
 """
 
 from __future__ import annotations
@@ -45,7 +46,13 @@ async def pod_event(event: dict, namespace: str, labels: dict, memo: kopf.Memo, 
     changed = memo.cache.seen_pod(event["object"], event.get("type") == "DELETED")
     listed(event, memo)
     if changed or event.get("type") is None:  # a change no pass reads (an IP, an image ID) needs none
-        queue(memo, namespace, labels[keys.JOB_NAME], EVENT_HOLD_SECONDS)
+        queue(memo, namespace, labels[keys.JOB_NAME], 0.0 if broken(event) else EVENT_HOLD_SECONDS)
+
+
+def broken(event: dict) -> bool:
+    """A pod that failed or vanished: its gang is broken, its peers wait on it in a collective, and
+    nothing is gained by holding the pass (the passes that restart it see the rest)."""
+    return event.get("type") == "DELETED" or (event["object"].get("status") or {}).get("phase") == "Failed"
 
 
 @kopf.on.event("", "v1", "services", labels=OWNED)
