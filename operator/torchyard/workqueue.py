@@ -59,8 +59,7 @@ class WorkQueue:
         if now + hold > due and due < latest:
             due = min(now + hold, latest)
             self._held[key] = (due, latest)
-            heapq.heappush(self._timers, (due, next(self._order), key, _hold_marker))
-            self._cond.notify()
+            self._timer((due, next(self._order), key, _hold_marker))
 
     def add_after(self, key: Hashable, delay: float, when: Callable[[], bool] | None = None) -> None:
         """Queue `key` once `delay` seconds have passed (the earliest of several such wishes). With
@@ -74,7 +73,13 @@ class WorkQueue:
                 if self._due.get(key, float("inf")) <= due:
                     return
                 self._due[key] = due
-            heapq.heappush(self._timers, (due, next(self._order), key, when))
+            self._timer((due, next(self._order), key, when))
+
+    def _timer(self, entry: tuple) -> None:
+        """Keep a moment; wake a worker only if it comes before every other. The workers sleep until
+        the first moment, so a later one (most holds extended by the next event) costs no wake-up."""
+        heapq.heappush(self._timers, entry)
+        if self._timers[0] is entry:
             self._cond.notify()
 
     def depth(self) -> int:
