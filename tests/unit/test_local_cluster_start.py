@@ -3,6 +3,7 @@ by another process before the component binds it. Any other failure is reported 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,10 @@ def sleeping(tmp_path):
     import subprocess
 
     popen = subprocess.Popen(["sleep", "60"])
+    cmdline = Path(f"/proc/{popen.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while not cmdline.read_bytes().startswith(b"sleep\0") and time.monotonic() < deadline:
+        time.sleep(0.01)  # forked, not yet exec'd: its command line is still this interpreter's
     local = cluster_mod.LocalCluster(tmp_path / "cluster")
     local.layout.root.mkdir(parents=True)
     ports = dict(etcd=1, etcd_peer=2, apiserver=3, controller_manager=4, scheduler=5, kwok=6)
