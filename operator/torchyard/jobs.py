@@ -121,21 +121,13 @@ class JobReconciler(Reconciler):
             return self._reject(obj, previous, exc, now)
         finally:
             self._await_writes(namespace, name, plan)
-        if not recorded and not self._leaves_record(previous, plan):
+        if not recorded:
             self._record(obj, job, previous, plan)
         self.registry.record(obj, job, plan.status)
         self._schedule(job, plan.status, observed)
         if self.on_due and plan.status != previous and not _acts(plan):
             if hold is not None or not _settled(job, plan, observed):  # a queued job's gate is no pure decision
                 self.on_due((namespace, name), 0)
-
-    def _leaves_record(self, previous: dict, plan: Plan) -> bool:
-        """A pass that only creates pods, counting nothing (no attempt, restart or failure), leaves
-        its status and Events to the next pass, which the watch showing those pods queues and which
-        decides them again with the pods in view: one status write instead of two ("creating pods",
-        then the same with the pods named), and nothing a crash in between could lose."""
-        return (self.on_due is not None and bool(plan.create_pods) and not plan.delete_pods
-                and not plan.force_delete_pods and _counted(plan.status) == _counted(previous))
 
     def _waits(self, namespace: str, name: str) -> bool:
         """While the watch has yet to show this job's own creates and deletes, a pass would see
@@ -336,12 +328,9 @@ def _create(create, manifest: dict, field: str):
         raise SpecError(field, f"was refused by the API server: {exc}") from exc
 
 
-def _counted(status: dict) -> tuple:
-    return tuple(status.get(k, 0) for k in ("attempt", "restarts", "infrastructureRestarts")) + (status.get("lastFailure"),)
-
-
 def _acts(plan: Plan) -> bool:
-    """Whether the plan writes anything but status: the watch then shows it, and queues the job."""
+    """Whether the plan writes anything but status: the watch then shows it, and what changes after
+    queues the job."""
     return bool(plan.create_service or plan.create_pods or plan.delete_pods or plan.force_delete_pods
                 or plan.delete_job or plan.create_workload)
 

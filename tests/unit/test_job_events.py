@@ -41,14 +41,37 @@ def shown(memo, name, version=1, phase="Pending", kind="ADDED"):
     asyncio.run(handler(event={"type": kind, "object": obj}, namespace="ml", labels=LABELS, memo=memo))
 
 
-def test_the_events_of_a_pass_own_creates_queue_one_pass_when_the_last_shows():
+def test_the_echoes_of_a_pass_own_creates_queue_no_pass():
+    """The pass that created them counted on them, and wrote the status that says so."""
     m = memo()
     for what in ("service/digits", "pod/digits-worker-0", "pod/digits-worker-1"):
         m.cache.expect("ml", "digits", what, "create")
     shown(m, "digits-worker-0")
     shown(m, "digits")
-    assert m.queue.added == []
     shown(m, "digits-worker-1")
+    assert m.queue.added == []
+    shown(m, "digits-worker-1", version=2, phase="Running", kind="MODIFIED")  # news: a pass
+    assert m.queue.added == [("ml", "digits")]
+
+
+def test_a_change_while_a_pass_own_creates_have_yet_to_show_queues_the_job_when_the_last_shows():
+    m = memo()
+    for what in ("pod/digits-worker-0", "pod/digits-worker-1"):
+        m.cache.expect("ml", "digits", what, "create")
+    shown(m, "digits-worker-0")
+    shown(m, "digits-worker-0", version=2, phase="Running", kind="MODIFIED")  # news, but writes in flight
+    assert m.queue.added == []
+    shown(m, "digits-worker-1", version=3)
+    assert m.queue.added == [("ml", "digits")]
+
+
+def test_a_pod_the_operator_deleted_queues_its_job_once_it_shows_going():
+    """A deletion is never only an echo: the next pass has the pod's replacement to create."""
+    m = memo()
+    shown(m, "digits-worker-0", phase="Running")
+    m.queue.added.clear()
+    m.cache.expect("ml", "digits", "pod/digits-worker-0", "delete")
+    shown(m, "digits-worker-0", version=2, phase="Running", kind="DELETED")  # force-deleted: gone at once
     assert m.queue.added == [("ml", "digits")]
 
 

@@ -4,9 +4,11 @@ No change handlers (create/update/delete) are used on purpose: they would need k
 storage and a finalizer, and a level-based reconcile needs neither. Each event puts the object
 it shows into the watch cache (what a pass observes) and, when that changed what a pass reads,
 queues the job's key; the queue folds a burst of events into a few passes (torchyard.workqueue).
-While the watch has yet to show some of the job's own creates and deletes, an event queues
-nothing: the pass would only wait for them (kube/cache.py); the event that shows the last of them
-queues it. A pod's or the Service's event queues the job once the job's events pause for
+A change no pass reads (an IP, an image ID) queues nothing, nor does the echo of the operator's
+own create (a pod or Service shown as it was created): the pass that created it counted on it,
+and wrote the status that says so. While the watch has yet to show some of the job's own creates and
+deletes, an event queues nothing: the pass would only wait for them (kube/cache.py); the event
+that shows the last of them queues it if anything else changed meanwhile. A pod's or the Service's event queues the job once the job's events pause for
 `EVENT_HOLD_SECONDS` (at most `EVENT_HOLD_MOST_SECONDS` after the first), every event meanwhile
 folded in: a gang's pods are scheduled and start within moments of each other, and one pass sees
 them together. A pod that failed or vanished queues the job at once. A slow resync from the cache
@@ -43,10 +45,11 @@ async def trainingjob_event(event: dict, namespace: str, name: str, memo: kopf.M
 
 @kopf.on.event("", "v1", "pods", labels=OWNED)
 async def pod_event(event: dict, namespace: str, labels: dict, memo: kopf.Memo, **_) -> None:
-    changed = memo.cache.seen_pod(event["object"], event.get("type") == "DELETED")
+    memo.cache.seen_pod(event["object"], event.get("type") == "DELETED")
     listed(event, memo)
-    if changed or event.get("type") is None:  # a change no pass reads (an IP, an image ID) needs none
-        queue(memo, namespace, labels[keys.JOB_NAME], 0.0 if broken(event) else EVENT_HOLD_SECONDS)
+    job = labels[keys.JOB_NAME]
+    if memo.cache.due(namespace, job) or event.get("type") is None:
+        queue(memo, namespace, job, 0.0 if broken(event) else EVENT_HOLD_SECONDS)
 
 
 def broken(event: dict) -> bool:
@@ -57,10 +60,11 @@ def broken(event: dict) -> bool:
 
 @kopf.on.event("", "v1", "services", labels=OWNED)
 async def service_event(event: dict, namespace: str, labels: dict, memo: kopf.Memo, **_) -> None:
-    changed = memo.cache.seen_service(event["object"], event.get("type") == "DELETED")
+    memo.cache.seen_service(event["object"], event.get("type") == "DELETED")
     listed(event, memo)
-    if changed or event.get("type") is None:  # a change no pass reads (an IP, an image ID) needs none
-        queue(memo, namespace, labels[keys.JOB_NAME], EVENT_HOLD_SECONDS)
+    job = labels[keys.JOB_NAME]
+    if memo.cache.due(namespace, job) or event.get("type") is None:
+        queue(memo, namespace, job, EVENT_HOLD_SECONDS)
 
 
 def queue(memo: kopf.Memo, namespace: str, job: str, hold: float = 0.0) -> None:

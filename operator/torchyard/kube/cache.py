@@ -90,6 +90,9 @@ class WatchCache:
         # (sort, namespace, name) -> the resourceVersion of its deletion, as the watch showed it: a
         # listing taken before the deletion but applied after it must not bring the object back.
         self._gone: dict[tuple[str, str, str], int] = {}
+        # Jobs whose pods or Service changed in a way the operator's own writes did not make: the
+        # news a pass is due for (taken by `due`, once the watch shows all of the job's writes).
+        self._news: set[Key] = set()
 
     # What the watches deliver. Each says whether what a pass reads changed: the echo of the
     # operator's own status write, or a pod's change in a field no pass reads, needs no pass.
@@ -98,6 +101,7 @@ class WatchCache:
             key = _key(obj)
             if deleted:
                 self._lapsed.pop(key, None)
+                self._news.discard(key)
             return self._keep(self._jobs, key, {**obj, "metadata": _meta(obj)}, deleted, ("job", *key))
 
     def seen_service(self, obj: dict, deleted: bool = False) -> bool:
@@ -105,7 +109,8 @@ class WatchCache:
             key = _key(obj)
             changed = self._keep(self._services, key, {"metadata": _picked(obj["metadata"], SERVICE_META)}, deleted,
                                  ("service", *key))
-            self._check(key, f"service/{key[1]}")
+            if not self._check(key, f"service/{key[1]}") and changed:
+                self._news.add(key)
             return changed
 
     def seen_pod(self, obj: dict, deleted: bool = False) -> bool:
@@ -119,7 +124,8 @@ class WatchCache:
             changed = self._keep(pods, name, kept, deleted, ("pod", namespace, name))
             if not pods:
                 del self._pods[(namespace, job)]
-            self._check((namespace, job), f"pod/{name}")
+            if not self._check((namespace, job), f"pod/{name}") and changed:
+                self._news.add((namespace, job))
             return changed
 
     def relist(self, namespace: str | None, jobs: list[dict], pods: list[dict], services: list[dict],
@@ -191,6 +197,17 @@ class WatchCache:
             if not lapsed:
                 self._lapsed.pop((namespace, job), None)
 
+    def due(self, namespace: str, job: str) -> bool:
+        """Whether the job's pass is due for what its pods and Service showed: something changed
+        that the operator's own creates did not make (a pod or Service shown as it was created is
+        no news: the pass that created it counted on it), and the watch shows all of the job's
+        own writes. Taken: the next call says False until new news comes."""
+        with self._lock:
+            if (namespace, job) not in self._news or self._pending((namespace, job)):
+                return False
+            self._news.discard((namespace, job))
+            return True
+
     def awaits(self, namespace: str, job: str) -> bool:
         """Whether the watch has yet to show some of the job's own writes: its events then queue
         no pass (the pass would only wait); the event that shows the last of them does."""
@@ -222,13 +239,19 @@ class WatchCache:
             if not expected:
                 self._expected.pop((namespace, job), None)
 
-    def _check(self, key: Key, what: str) -> None:
+    def _check(self, key: Key, what: str) -> bool:
+        """Whether the event just kept shows an object the operator created, as it created it: the
+        echo of its own write. (A deletion is never only an echo: once a pod is gone, or going,
+        the next pass has its replacement to create.)"""
+        echo = False
         for table, kind_of in ((self._expected, lambda v: v[0]), (self._lapsed, lambda v: v)):
             expected = table.get(key, {})
             if what in expected and self._shows(key, what, kind_of(expected[what])):
+                echo = echo or kind_of(expected[what]) == "create"
                 del expected[what]
                 if not expected:
                     del table[key]
+        return echo
 
     def _shows(self, key: Key, what: str, kind: str) -> bool:
         sort, name = what.split("/", 1)

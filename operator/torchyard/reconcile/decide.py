@@ -263,7 +263,9 @@ def _pending_reasons(current, slots) -> str:
 
 
 def _running_phase(job, previous, current, slots, plan, now) -> None:
-    created = sum(1 for s in slots if s in current)
+    # The status is written once the pass's creates succeeded (never before: jobs.py), so the pods
+    # it creates count as created; the pass that next sees them changes nothing but details.
+    created = sum(1 for s in slots if s in current or s in plan.create_pods)
     if created:
         plan.status["conditions"] = cond.set_condition(
             plan.status["conditions"], cond.CREATED, True, "PodsCreated", f"{created}/{len(slots)} pods created",
