@@ -42,8 +42,9 @@ def _statuses(pod) -> list[dict]:
     return [api.sanitize_for_serialization(s) for s in pod.status.container_statuses or []]
 
 
-def _patch_status(core, namespace: str, name: str, status: dict) -> None:
-    core.patch_namespaced_pod_status(name, namespace, {"status": status})
+def _patch_status(core, namespace: str, name: str, status: dict):
+    """The pod as the API server recorded the status patch."""
+    return core.patch_namespaced_pod_status(name, namespace, {"status": status})
 
 
 def wait_running(core, namespace: str, name: str, timeout: float = 30):
@@ -79,10 +80,12 @@ def terminate_container(core, namespace: str, name: str, exit_code: int, *,
     ended = [s["state"].get("terminated") for s in statuses]
     if all(ended):
         patch["phase"] = "Succeeded" if all(t["exitCode"] == 0 for t in ended) else "Failed"
-    _patch_status(core, namespace, name, patch)
+    written = _patch_status(core, namespace, name, patch)
 
     def landed():
-        current = _read_pod(core, namespace, name)
+        current = read_or_none(lambda: _read_pod(core, namespace, name))
+        if current is None or current.metadata.uid != pod.metadata.uid:
+            return written  # the operator acted on the exit already: the pod is gone, or replaced
         for s in current.status.container_statuses or []:
             if s.name == target and s.state.terminated and s.state.terminated.exit_code == exit_code:
                 return current
