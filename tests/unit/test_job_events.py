@@ -54,6 +54,15 @@ def test_the_echoes_of_a_pass_own_creates_queue_no_pass():
     assert m.queue.added == [("ml", "digits")]
 
 
+def test_a_pod_first_shown_already_moved_is_news():
+    """kopf hands over only the last of an object's events within its batch window: the event that
+    first shows a created pod may show it already scheduled or running."""
+    m = memo()
+    m.cache.expect("ml", "digits", "pod/digits-worker-0", "create")
+    shown(m, "digits-worker-0", phase="Running")
+    assert m.queue.added == [("ml", "digits")]
+
+
 def test_a_change_while_a_pass_own_creates_have_yet_to_show_queues_the_job_when_the_last_shows():
     m = memo()
     for what in ("pod/digits-worker-0", "pod/digits-worker-1"):

@@ -6,9 +6,10 @@ it shows into the watch cache (what a pass observes) and, when that changed what
 queues the job's key; the queue folds a burst of events into a few passes (torchyard.workqueue).
 A change no pass reads (an IP, an image ID) queues nothing, nor does the echo of the operator's
 own create (a pod or Service shown as it was created): the pass that created it counted on it,
-and wrote the status that says so. While the watch has yet to show some of the job's own creates and
-deletes, an event queues nothing: the pass would only wait for them (kube/cache.py); the event
-that shows the last of them queues it if anything else changed meanwhile. A pod's or the Service's event queues the job once the job's events pause for
+and wrote the status that says so. While the watch has yet to show some of the job's own
+creates and deletes, an event queues nothing: the pass would only wait for them
+(kube/cache.py); the event that shows the last of them queues it if anything else changed
+meanwhile. A pod's or the Service's event queues the job once the job's events pause for
 `EVENT_HOLD_SECONDS` (at most `EVENT_HOLD_MOST_SECONDS` after the first), every event meanwhile
 folded in: a gang's pods are scheduled and start within moments of each other, and one pass sees
 them together. A pod that failed or vanished queues the job at once. A slow resync from the cache

@@ -73,6 +73,15 @@ def _slim_pod(obj: dict) -> dict:
             "status": kept}
 
 
+def _as_created(pod: dict) -> bool:
+    """Whether a pod (as _slim_pod keeps it) is still as its create left it: not yet scheduled, with
+    no condition or container status. kopf hands over only the last of an object's events that
+    come within its batch window, so the event that first shows a pod may already show it moved."""
+    status = pod["status"]
+    return (not pod["spec"]["nodeName"] and status.get("phase") in (None, "Pending")
+            and not status.get("conditions") and not status.get("containerStatuses"))
+
+
 def _job_of(pod: dict) -> str | None:
     return (pod["metadata"].get("labels") or {}).get(keys.JOB_NAME)
 
@@ -124,7 +133,8 @@ class WatchCache:
             changed = self._keep(pods, name, kept, deleted, ("pod", namespace, name))
             if not pods:
                 del self._pods[(namespace, job)]
-            if not self._check((namespace, job), f"pod/{name}") and changed:
+            echo = self._check((namespace, job), f"pod/{name}") and _as_created(kept)
+            if changed and not echo:
                 self._news.add((namespace, job))
             return changed
 
@@ -210,7 +220,8 @@ class WatchCache:
 
     def awaits(self, namespace: str, job: str) -> bool:
         """Whether the watch has yet to show some of the job's own writes: its events then queue
-        no pass (the pass would only wait); the event that shows the last of them does."""
+        no pass (the pass would only wait); the event that shows the last of them does, if
+        something else changed meanwhile (`due`)."""
         with self._lock:
             return self._pending((namespace, job))
 
