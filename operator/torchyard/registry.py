@@ -24,7 +24,7 @@ from torchyard.api.trainingjob import TrainingJob
 from torchyard.builders import names
 from torchyard.builders.serving import (DISTILLATION_FIELD, VERSION_COUNTER, build_model_version, build_version_counter,
                                         teacher_of, with_teacher_path)
-from torchyard.kube.client import Kube
+from torchyard.kube.client import Conflict, Kube
 from torchyard_spec import contract
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,27 @@ class ModelRegistry:
         version = self._reserve(job.namespace, model, self._highest(job.namespace, model) + 1)
         for _ in range(MAX_ATTEMPTS):
             manifest = build_model_version(job, result, version)
-            if self.kube.create_model_version(manifest):
+            created = self.kube.create_model_version(manifest)
+            if created:
                 name = manifest["metadata"]["name"]
-                self.kube.patch_model_version_status(job.namespace, name, {
-                    "phase": mv_api.REGISTERED, "reason": "Registered",
-                    "message": f"registered from TrainingJob {job.name}"})
+                self._mark_registered(job, name, created)
                 log.info("registered %s/%s from TrainingJob %s", job.namespace, name, job.name)
                 return name
             version = self._reserve(job.namespace, model, max(version, self._highest(job.namespace, model)) + 1)
         raise RegistryBusy(f"could not find a free version number for model {model} after {MAX_ATTEMPTS} attempts")
+
+    def _mark_registered(self, job: TrainingJob, name: str, created: str) -> None:
+        """`Registered`, unless the version was judged between its create and this write: a
+        ModelDeployment watching the model reacts to the create at once, and its verdict
+        (Rejected, Active) says more. Hence the write is conditional on the create's
+        resourceVersion; a status-less version after a conflict still gets its phase."""
+        status = {"phase": mv_api.REGISTERED, "reason": "Registered", "message": f"registered from TrainingJob {job.name}"}
+        try:
+            self.kube.patch_model_version_status(job.namespace, name, status, resource_version=created)
+        except Conflict:
+            current = self.kube.get_model_version(job.namespace, name)
+            if current is not None and not (current.get("status") or {}).get("phase"):
+                self.kube.patch_model_version_status(job.namespace, name, status)
 
     def _reserve(self, namespace: str, model: str, at_least: int) -> int:
         """A version number of `model` that was never issued, at least `at_least`, recorded as

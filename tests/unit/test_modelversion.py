@@ -10,6 +10,7 @@ from jobs import ALLREDUCE_CPU, UID, job
 from torchyard.api.errors import SpecError
 from torchyard.api.modelversion import parse_model_version
 from torchyard.builders.serving import DISTILLATION_FIELD, build_model_version, with_teacher_path
+from torchyard.kube.client import Conflict
 from torchyard.registry import ModelRegistry, RegistryBusy
 
 RESULT = {"metrics": {"accuracy": 0.9712, "loss": 0.11}, "metric": "accuracy", "steps": 600,
@@ -33,6 +34,7 @@ class FakeKube:
         self.events: list = []
         self.counter: dict | None = None  # the version counter ConfigMap
         self.counter_conflicts = 0  # replaces that lose to another writer before one succeeds
+        self.on_create: list = []
 
     def get_config_map(self, namespace, name):
         return copy.deepcopy(self.counter)
@@ -61,12 +63,19 @@ class FakeKube:
     def create_model_version(self, manifest):
         if self.taken or manifest["metadata"]["name"] in self.objects:
             self.taken = max(0, self.taken - 1)
-            return False
-        self.objects[manifest["metadata"]["name"]] = manifest
-        return True
+            return None
+        self.objects[manifest["metadata"]["name"]] = {**manifest, "metadata": {**manifest["metadata"],
+                                                                               "resourceVersion": "1"}}
+        for react in self.on_create:  # what watches the ModelVersions does the moment it exists
+            react(self.objects[manifest["metadata"]["name"]])
+        return "1"
 
-    def patch_model_version_status(self, namespace, name, status):
-        self.objects[name]["status"] = status
+    def patch_model_version_status(self, namespace, name, status, resource_version=None):
+        obj = self.objects[name]
+        if resource_version and obj["metadata"]["resourceVersion"] != resource_version:
+            raise Conflict(f"ModelVersion {name} changed since {resource_version}")
+        obj["status"] = status
+        obj["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
 
     def patch_job_status(self, namespace, name, status):
         self.job_status.update(status)
@@ -113,6 +122,23 @@ def test_registration_takes_the_next_number_of_its_model_only():
     kube = FakeKube(other, hand_made)
     assert ModelRegistry(kube).register(trained(), RESULT) == "digits-v3"
     assert kube.objects["digits-v3"]["status"]["phase"] == "Registered"
+
+
+def test_a_version_judged_before_its_registration_is_written_keeps_the_verdict():
+    """A ModelDeployment reacts to the create at once; its Rejected (or Active) is not overwritten
+    by the registry's Registered, written a moment after the create."""
+    kube = FakeKube()
+    kube.on_create.append(lambda mv: kube.patch_model_version_status(
+        "ml", mv["metadata"]["name"], {"phase": "Rejected", "reason": "GateRejected"}))
+    assert ModelRegistry(kube).register(trained(), RESULT) == "digits-v1"
+    assert kube.objects["digits-v1"]["status"]["phase"] == "Rejected"
+
+
+def test_a_version_changed_otherwise_before_its_registration_still_gets_its_phase():
+    kube = FakeKube()
+    kube.on_create.append(lambda mv: mv["metadata"].update(resourceVersion="2"))  # a label added by hand
+    ModelRegistry(kube).register(trained(), RESULT)
+    assert kube.objects["digits-v1"]["status"]["phase"] == "Registered"
 
 
 def test_registration_is_idempotent_per_job():

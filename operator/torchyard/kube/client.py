@@ -238,23 +238,30 @@ class Kube:
                                query={"labelSelector": label_selector or None})
         return out.get("items", [])
 
-    def create_model_version(self, manifest: dict) -> bool:
-        """Create it; False when the name is taken (another registration won the version number)."""
+    def create_model_version(self, manifest: dict) -> str | None:
+        """Create it: the created object's resourceVersion; None when the name is taken (another
+        registration won the version number)."""
         meta = manifest["metadata"]
         with translated(f"create ModelVersion {meta['namespace']}/{meta['name']}"):
             try:
-                self.request("POST", path(mv_api.GROUP, mv_api.VERSION, mv_api.PLURAL, meta["namespace"]), manifest,
-                             read=False)
+                created = self.request("POST", path(mv_api.GROUP, mv_api.VERSION, mv_api.PLURAL, meta["namespace"]),
+                                       manifest)
             except ApiException as exc:
                 if exc.status == 409:
-                    return False
+                    return None
                 raise
-        return True
+        return str(created["metadata"]["resourceVersion"])
 
-    def patch_model_version_status(self, namespace: str, name: str, status: dict) -> None:
+    def patch_model_version_status(self, namespace: str, name: str, status: dict,
+                                   resource_version: str | None = None) -> None:
+        """Merge `status` in; with `resource_version`, only if nobody changed the ModelVersion since
+        (else Conflict)."""
+        body: dict = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         with translated(f"patch status of ModelVersion {namespace}/{name}"), ignoring(404):
             self.request("PATCH", path(mv_api.GROUP, mv_api.VERSION, mv_api.PLURAL, namespace, name, "status"),
-                         {"status": status}, content_type=MERGE_PATCH, read=False)
+                         body, content_type=MERGE_PATCH, read=False)
 
     # ModelDeployments
 

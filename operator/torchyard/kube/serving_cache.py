@@ -168,11 +168,15 @@ class CachedServingKube(Kube):
                 "PATCH", path(md_api.GROUP, md_api.VERSION, md_api.PLURAL, namespace, name, "status"),
                 {"status": status}, content_type=MERGE_PATCH))
 
-    def patch_model_version_status(self, namespace: str, name: str, status: dict) -> None:
+    def patch_model_version_status(self, namespace: str, name: str, status: dict,
+                                   resource_version: str | None = None) -> None:
+        body: dict = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         with translated(f"patch status of ModelVersion {namespace}/{name}"), ignoring(404):
             self.cache.seen(MODEL_VERSIONS, self.request(
                 "PATCH", path(mv_api.GROUP, mv_api.VERSION, mv_api.PLURAL, namespace, name, "status"),
-                {"status": status}, content_type=MERGE_PATCH))
+                body, content_type=MERGE_PATCH))
 
     def create_deployment(self, manifest: dict) -> None:
         meta = manifest["metadata"]
