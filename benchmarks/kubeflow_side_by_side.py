@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -344,6 +345,7 @@ def one_round(op: Operator, jobs: int, kubeconfig: str, core, settle: float = SE
             proc.wait(30)
         counter.terminate()
         counter.wait(10)
+        shutil.rmtree(counted.parent, ignore_errors=True)
         core.delete_namespace(namespace)
         wait(lambda: not namespace_exists(core, namespace), 600)
 
