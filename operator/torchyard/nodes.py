@@ -48,20 +48,22 @@ class NodeHealth:
                 same = before is not None and before.reason == fault.reason
                 fault = replace(fault, since=before.since if same else now)
                 self._faults[name] = fault
-            was, self._disrupted = self._disrupted, bool(self._nodes) and self._nodes <= self._faults.keys()
-            if was and not self._disrupted:
+            was = self._disrupted
+            disrupted = self._disrupted = bool(self._nodes) and self._nodes <= self._faults.keys()
+            if was and not disrupted:
                 self._calm_since = now
+            count = len(self._nodes)
         if fault is not None and (before is None or before.reason != fault.reason):
             log.info("%s", fault.describe())
         elif fault is None and before is not None:
             log.info("node %s is Ready again", name)
-        if self._disrupted and not was:
+        if disrupted and not was:
             log.warning("every node (%d) is NotReady or unreachable: a disruption of the whole cluster, not a "
-                        "node's fault; no gang is moved until a node is Ready again", len(self._nodes))
-        elif was and not self._disrupted:
+                        "node's fault; no gang is moved until a node is Ready again", count)
+        elif was and not disrupted:
             log.warning("a node is Ready again: the cluster-wide disruption is over; a node still at fault "
                         "counts from now")
-        if was != self._disrupted:
+        if was != disrupted:
             return True
         return deleted if was else (before.reason if before else None) != (fault.reason if fault else None)
 
