@@ -52,6 +52,15 @@ def load_config() -> None:
         config.load_kube_config()
 
 
+def status_patch_body(status: dict, resource_version: str | None = None) -> dict:
+    """A merge patch of `status`; with `resource_version`, a precondition: the API server answers
+    409 (Conflict) if the object changed since that version."""
+    body: dict = {"status": status}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    return body
+
+
 def path(group: str, version: str, plural: str, namespace: str | None = None, name: str | None = None,
          subresource: str | None = None) -> str:
     """The API server's path of a collection or an object ("" is the core group)."""
@@ -102,12 +111,9 @@ class Kube:
         """Merge `status` in. With `resource_version`, only if nobody changed the job since it was
         read: a second operator replica acting on the same view gets a conflict, not a lost update.
         Returns the job as written (None when it is gone)."""
-        body: dict = {"status": status}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
         with translated(f"patch status of TrainingJob {namespace}/{name}"), ignoring(404):
-            return self.request("PATCH", path(tj.GROUP, tj.VERSION, tj.PLURAL, namespace, name, "status"), body,
-                                content_type=MERGE_PATCH)
+            return self.request("PATCH", path(tj.GROUP, tj.VERSION, tj.PLURAL, namespace, name, "status"),
+                                status_patch_body(status, resource_version), content_type=MERGE_PATCH)
         return None
 
     def delete_job(self, namespace: str, name: str) -> None:
@@ -256,12 +262,9 @@ class Kube:
                                    resource_version: str | None = None) -> None:
         """Merge `status` in; with `resource_version`, only if nobody changed the ModelVersion since
         (else Conflict)."""
-        body: dict = {"status": status}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
         with translated(f"patch status of ModelVersion {namespace}/{name}"), ignoring(404):
             self.request("PATCH", path(mv_api.GROUP, mv_api.VERSION, mv_api.PLURAL, namespace, name, "status"),
-                         body, content_type=MERGE_PATCH, read=False)
+                         status_patch_body(status, resource_version), content_type=MERGE_PATCH, read=False)
 
     # ModelDeployments
 

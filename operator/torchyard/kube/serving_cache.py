@@ -24,7 +24,7 @@ from torchyard import labels as keys
 from torchyard.api import modeldeployment as md_api
 from torchyard.api import modelversion as mv_api
 from torchyard.kube.cache import _key, _meta, _picked, _prune, _store, _version
-from torchyard.kube.client import MERGE_PATCH, STRATEGIC_PATCH, Kube, ignoring, path, translated
+from torchyard.kube.client import MERGE_PATCH, STRATEGIC_PATCH, Kube, ignoring, path, status_patch_body, translated
 
 MODEL_DEPLOYMENTS, MODEL_VERSIONS, DEPLOYMENTS, PODS, SERVICES = (
     "modeldeployments", "modelversions", "deployments", "pods", "services")
@@ -170,13 +170,10 @@ class CachedServingKube(Kube):
 
     def patch_model_version_status(self, namespace: str, name: str, status: dict,
                                    resource_version: str | None = None) -> None:
-        body: dict = {"status": status}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
         with translated(f"patch status of ModelVersion {namespace}/{name}"), ignoring(404):
             self.cache.seen(MODEL_VERSIONS, self.request(
                 "PATCH", path(mv_api.GROUP, mv_api.VERSION, mv_api.PLURAL, namespace, name, "status"),
-                body, content_type=MERGE_PATCH))
+                status_patch_body(status, resource_version), content_type=MERGE_PATCH))
 
     def create_deployment(self, manifest: dict) -> None:
         meta = manifest["metadata"]
