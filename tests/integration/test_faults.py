@@ -82,33 +82,36 @@ def assert_moved_off(cluster, namespace, job, first: dict, bad: str, reason: str
     wait_for(moved, f"every gang member replaced off {bad}, none left Terminating", timeout=60)
 
 
+def running_gang(cluster, namespace, operator_factory, monkeypatch, job: str, member: str,
+                 node_failure_seconds: int) -> tuple[dict, str]:
+    """An operator with the given bound on node faults and a gang of `job` Running under it: its
+    pods' UIDs by name, and the node that `member` runs on."""
+    monkeypatch.setenv("TORCHYARD_NODE_FAILURE_SECONDS", str(node_failure_seconds))
+    operator_factory(namespace)
+    create(cluster, namespace, trainingjob(job, runPolicy={"backoffLimit": 0}))
+    wait_for(phase_is(cluster, namespace, job, "Running"), "job Running")
+    first = {n: p.metadata.uid for n, p in pods(cluster, namespace, job).items()}
+    return first, pods(cluster, namespace, job)[f"{job}-{member}"].spec.node_name
+
+
+def wait_restarted_for(cluster, namespace, job: str, node: str) -> None:
+    wait_for(lambda: status(cluster, namespace, job).get("infrastructureRestarts", 0) >= 1,
+             f"the gang restarted for {node}", timeout=60)
+
+
 def test_a_gang_on_a_node_that_goes_not_ready_moves_to_healthy_nodes(cluster, crds, namespace, operator_factory,
                                                                      faults, monkeypatch):
-    monkeypatch.setenv("TORCHYARD_NODE_FAILURE_SECONDS", "5")
-    operator_factory(namespace)
-    create(cluster, namespace, trainingjob("notready", runPolicy={"backoffLimit": 0}))
-    wait_for(phase_is(cluster, namespace, "notready", "Running"), "job Running")
-    first = {n: p.metadata.uid for n, p in pods(cluster, namespace, "notready").items()}
-    bad = pods(cluster, namespace, "notready")["notready-worker-1"].spec.node_name
-
+    first, bad = running_gang(cluster, namespace, operator_factory, monkeypatch, "notready", "worker-1", 5)
     faults.node_not_ready(bad)
-    wait_for(lambda: status(cluster, namespace, "notready").get("infrastructureRestarts", 0) >= 1,
-             "the gang restarted for the node", timeout=60)
+    wait_restarted_for(cluster, namespace, "notready", bad)
     assert_moved_off(cluster, namespace, "notready", first, bad, "NodeNotReady")
 
 
 def test_a_gang_on_a_lost_node_moves_without_waiting_for_its_pods(cluster, crds, namespace, operator_factory,
                                                                   faults, monkeypatch):
-    monkeypatch.setenv("TORCHYARD_NODE_FAILURE_SECONDS", "5")
-    operator_factory(namespace)
-    create(cluster, namespace, trainingjob("lost", runPolicy={"backoffLimit": 0}))
-    wait_for(phase_is(cluster, namespace, "lost", "Running"), "job Running")
-    first = {n: p.metadata.uid for n, p in pods(cluster, namespace, "lost").items()}
-    bad = pods(cluster, namespace, "lost")["lost-worker-0"].spec.node_name
-
+    first, bad = running_gang(cluster, namespace, operator_factory, monkeypatch, "lost", "worker-0", 5)
     faults.node_lost(bad)
-    wait_for(lambda: status(cluster, namespace, "lost").get("infrastructureRestarts", 0) >= 1,
-             "the gang restarted for the node", timeout=60)
+    wait_restarted_for(cluster, namespace, "lost", bad)
     assert_moved_off(cluster, namespace, "lost", first, bad, "NodeLost")
 
 
@@ -120,13 +123,7 @@ def test_every_node_not_ready_at_once_moves_no_gang_until_a_node_is_back(cluster
     nodes = cluster.core.list_node().items
     if any(fault_helpers.MANAGED_LABEL not in (n.metadata.labels or {}) for n in nodes):
         pytest.skip("a node kwok does not manage is registered (a real node): it cannot be made NotReady")
-    monkeypatch.setenv("TORCHYARD_NODE_FAILURE_SECONDS", "10")
-    operator_factory(namespace)
-    create(cluster, namespace, trainingjob("outage", runPolicy={"backoffLimit": 0}))
-    wait_for(phase_is(cluster, namespace, "outage", "Running"), "job Running")
-    first = {n: p.metadata.uid for n, p in pods(cluster, namespace, "outage").items()}
-    bad = pods(cluster, namespace, "outage")["outage-worker-1"].spec.node_name
-
+    first, bad = running_gang(cluster, namespace, operator_factory, monkeypatch, "outage", "worker-1", 10)
     with ThreadPoolExecutor(len(nodes)) as pool:  # all at once, well within the operator's bound
         list(pool.map(faults.node_not_ready, [n.metadata.name for n in nodes]))
     time.sleep(25)  # more than twice the bound: a node's fault would have moved the gang by now
@@ -137,7 +134,6 @@ def test_every_node_not_ready_at_once_moves_no_gang_until_a_node_is_back(cluster
     for node in nodes:
         if node.metadata.name != bad:
             fault_helpers.node_ready(cluster.core, node.metadata.name)
-    wait_for(lambda: status(cluster, namespace, "outage").get("infrastructureRestarts", 0) >= 1,
-             f"the gang restarted for {bad}, still NotReady", timeout=60)
+    wait_restarted_for(cluster, namespace, "outage", bad)
     assert_moved_off(cluster, namespace, "outage", first, bad, "NodeNotReady")
     assert status(cluster, namespace, "outage")["infrastructureRestarts"] == 1
