@@ -40,14 +40,17 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 
-@dataclass(frozen=True)
-class Unrecorded:
-    switch: Switch
-    entry: dict  # its status history entry
-    event: tuple[str, str, str] | None  # its Event: (type, reason, message)
 # A golden request that failed may pass later with no event (a model server still warming up):
 # the ModelDeployment is decided again after this long.
 GOLDEN_RETRY_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Unrecorded:
+    """A switch that moved the traffic but was not recorded yet (ServingReconciler._unrecorded)."""
+    switch: Switch
+    entry: dict  # its status history entry
+    event: tuple[str, str, str] | None  # its Event: (type, reason, message)
 
 
 class ServingReconciler(Reconciler):
